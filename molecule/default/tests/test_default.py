@@ -1,0 +1,104 @@
+"""The status page tells the truth about the echo server, seen from an HTTP client."""
+
+import json
+
+ECHO_UNIT = "checktcp-echo.service"
+TIMEOUT_S = 1.0  # haproxy_checktcp_timeout_ms's default
+SLACK_S = 0.5
+
+
+def test_services_are_enabled_and_running(host):
+    for unit in ("haproxy.service", ECHO_UNIT):
+        service = host.service(unit)
+        assert service.is_running, unit
+        assert service.is_enabled, unit
+
+
+def test_echo_server_runs_unprivileged(host):
+    pid = host.check_output(f"systemctl show -p MainPID --value {ECHO_UNIT}")
+    uid = host.check_output(f"awk '/^Uid:/ {{print $2}}' /proc/{pid}/status")
+    assert int(uid) != 0
+
+
+def test_echo_server_writes_a_header_then_echoes(host):
+    out = host.check_output(
+        "exec 3<>/dev/tcp/127.0.0.1/8080; printf 'check\\n' >&3; timeout 2 head -n 2 <&3")
+    header, echoed = out.splitlines()
+    assert header.startswith("ECHO client=127.0.0.1:") and " server=127.0.0.1:8080" in header
+    assert echoed == "check"
+
+
+def test_live_config_passes_haproxy_check(host):
+    host.run_expect([0], "haproxy -c -q -f /etc/haproxy/haproxy.cfg")
+    assert host.file("/etc/haproxy/lua/checktcp.lua").mode == 0o644
+
+
+def test_ok_while_the_echo_server_answers(status):
+    code, body, _ = status.wait_for(200)
+    assert code == 200, status.journal()
+    assert "<h1>OK</h1>" in body
+
+
+def test_head_is_answered_without_a_body(host):
+    out = host.check_output("curl -s -I http://127.0.0.1/")
+    assert out.splitlines()[0].startswith("HTTP/1.1 200")
+    assert "content-length:" in out.lower()
+    assert "content-type: text/html" in out.lower()
+
+
+def test_content_length_matches_the_body(host):
+    out = host.check_output("curl -s -i http://127.0.0.1/")
+    head, body = out.split("\r\n\r\n", 1)
+    length = [line.split(":")[1] for line in head.splitlines() if line.lower().startswith("content-length:")]
+    assert int(length[0]) == len(body.encode())
+
+
+def test_json_on_request(status):
+    code, body, _ = status.get(headers=["Accept: application/json"])
+    assert code == 200
+    doc = json.loads(body)
+    assert doc["status"] == "OK" and doc["targets"][0]["ok"] is True
+
+
+def test_ko_when_stopped_then_ok_when_started(host, status):
+    host.run_expect([0], f"systemctl stop {ECHO_UNIT}")
+    try:
+        code, body, _ = status.get()
+        assert code == 503, status.journal()
+        assert "<h1>KO</h1>" in body and "<h1>OK</h1>" not in body
+        assert "connection refused" in body
+        assert "KO: connection refused" in status.journal(), "the reason is logged"
+    finally:
+        host.run_expect([0], f"systemctl start {ECHO_UNIT}")
+    code, body, _ = status.wait_for(200, within=5)
+    assert code == 200, status.journal()
+    assert "<h1>OK</h1>" in body
+
+
+def test_hung_echo_server_gives_ko_within_the_timeout(host, status, echo_stopped):
+    # A listener that accepts and never answers, in place of the echo server.
+    host.run_expect([0], (
+        "systemd-run --unit checktcp-hung --collect python3 -c "
+        "'import socket,time; s=socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        "s.bind((\"127.0.0.1\", 8080)); s.listen(); "
+        "c=[s.accept() for _ in range(100)]; time.sleep(60)'"))
+    try:
+        host.run_expect([0], "timeout 5 sh -c 'until ss -ltn | grep -q :8080; do sleep 0.1; done'")
+        # The status request waits on the hung probe; a native frontend and a
+        # second status request are served meanwhile.
+        out = host.check_output(
+            "curl -s -o /dev/null -w '%{http_code} %{time_total}\\n' http://127.0.0.1/ & "
+            "sleep 0.3; "
+            "curl -s -w ' %{time_total}\\n' http://127.0.0.1:8081/; "
+            "curl -s -o /dev/null -w '%{http_code} %{time_total}\\n' http://127.0.0.1/; wait")
+        lines = out.splitlines()
+        first = [line for line in lines if line.startswith("503 ")]
+        pong = [line for line in lines if line.startswith("pong")]
+        assert len(first) == 2, out
+        for line in first:
+            assert float(line.split()[1]) <= TIMEOUT_S + SLACK_S, out
+        assert pong and float(pong[0].split()[1]) < 0.2, out
+        assert "timeout after 1000 ms" in status.journal()
+    finally:
+        host.run("systemctl stop checktcp-hung")

@@ -1,0 +1,58 @@
+# Shared by scripts/test, scripts/demo and the benchmarks: install what the
+# test bed needs on a fresh Debian machine, once, and set up the environment.
+# shellcheck shell=bash
+
+CHECKTCP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CHECKTCP_ROOT
+export CONTAINERS_CONF="$CHECKTCP_ROOT/tests/podman/containers.conf"
+export ANSIBLE_CONFIG="$CHECKTCP_ROOT/ansible.cfg"
+export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
+# The collection is used in place, through a link outside the work tree.
+CHECKTCP_CACHE=${CHECKTCP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/checktcp}
+export ANSIBLE_COLLECTIONS_PATH="$CHECKTCP_CACHE/collections"
+VENV="$CHECKTCP_ROOT/.venv"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# System packages: podman runs the systemd containers (with runc), debootstrap
+# builds their image, haproxy runs the loopback Lua tests, wrk the benchmarks.
+ensure_system_packages() {
+  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk) missing=() pkg
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  [[ $(id -u) -eq 0 ]] || die "run as root, or install: ${missing[*]}"
+  log "installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The pinned tools in .venv, reinstalled only when requirements change.
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha256" sum
+  sum=$(sha256sum "$CHECKTCP_ROOT/requirements/test.txt" | cut -d' ' -f1)
+  if [[ -x "$VENV/bin/python" && -f "$stamp" && $(cat "$stamp") == "$sum" ]]; then
+    :
+  else
+    log "installing the pinned tools into .venv"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r "$CHECKTCP_ROOT/requirements/test.txt"
+    echo "$sum" >"$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+link_collection() {
+  local dir="$ANSIBLE_COLLECTIONS_PATH/ansible_collections/checktcp"
+  mkdir -p "$dir"
+  ln -sfn "$CHECKTCP_ROOT" "$dir/haproxy_lua"
+}
+
+setup_all() {
+  ensure_system_packages
+  ensure_venv
+  link_collection
+}
