@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2025, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Real loopback servers and responders for the status_probe tests (used by conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import struct
+
+from http.server import BaseHTTPRequestHandler
+
+LOOPBACK = '127.0.0.1'
+
+
+class HttpHandler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        server = self.server
+        with server.lock:
+            server.count += 1
+            count = server.count
+            server.requests.append(dict(path=self.path, headers=dict(self.headers.items())))
+        status, body, headers = server.responder(count, self)
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        self.send_response(status)
+        headers = dict(headers or {})
+        headers.setdefault('Content-Type', 'text/html; charset=utf-8')
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        pass
+
+
+def status_page(verdict):
+    """An HTML page like the Lua status service's."""
+    return ('<!DOCTYPE html>\n<html><head><title>checktcp</title>'
+            '<style>body { font-family: sans-serif; }</style></head>\n'
+            '<body><h1>%s</h1></body></html>\n' % verdict)
+
+
+def constant(status, body=None, headers=None):
+    """A responder that always answers the same."""
+    if body is None:
+        body = status_page('OK' if status == 200 else 'KO')
+
+    def responder(count, handler):
+        return status, body, headers
+    return responder
+
+
+def transition(first_status, then_status, after):
+    """A responder answering ``first_status`` for ``after`` requests, then ``then_status``."""
+    def responder(count, handler):
+        status = first_status if count <= after else then_status
+        return status, status_page('OK' if status == 200 else 'KO'), None
+    return responder
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    """Echo protocol: a header line, then every received line back (per the server's mode)."""
+
+    def handle(self):
+        mode = self.server.mode
+        sock = self.request
+        sock.settimeout(10)
+        client = '%s:%d' % self.client_address[:2]
+        local = '%s:%d' % sock.getsockname()[:2]
+        with contextlib.suppress(OSError):
+            if mode == 'close':  # orderly close (FIN) before writing anything
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(4096):
+                    pass
+                return
+            if mode == 'reset':  # abortive close (RST)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                sock.close()
+                return
+            if mode in ('silent', 'long'):
+                if mode == 'long':
+                    sock.sendall(b'x' * 20000)
+                while sock.recv(4096):
+                    pass
+                return
+            eol = b'\r\n' if mode == 'crlf' else b'\n'
+            sock.sendall(('ECHO client=%s server=%s' % (client, local)).encode() + eol)
+            buffer = b''
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                buffer += chunk
+                while b'\n' in buffer:
+                    line, buffer = buffer.split(b'\n', 1)
+                    if mode == 'wrong':
+                        line = b'nope'
+                    sock.sendall(line.rstrip(b'\r') + eol)
+
+
+class EchoServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
