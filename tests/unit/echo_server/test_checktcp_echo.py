@@ -209,7 +209,7 @@ def test_lines_reset_idle_timer(start_server):
     srv = start_server(idle_timeout=0.3)
     with connect(srv.host, srv.port) as sock:
         read_line(sock)
-        for _ in range(6):  # 0.9 s in all, three times the idle timeout
+        for _round in range(6):  # 0.9 s in all, three times the idle timeout
             time.sleep(0.15)
             assert_echoes(sock)
         started = time.monotonic()
@@ -250,7 +250,7 @@ def test_client_not_reading_is_closed(start_server, caplog):
 def test_limit_evicts_longest_idle(start_server, caplog):
     caplog.set_level(logging.INFO, logger="checktcp_echo")
     srv = start_server(max_connections=5, idle_timeout=30)
-    socks = [connect(srv.host, srv.port) for _ in range(5)]
+    socks = [connect(srv.host, srv.port) for _index in range(5)]
     try:
         for sock in socks:
             assert read_line(sock) == expected_header(sock)
@@ -301,7 +301,7 @@ def test_many_idle_connections_do_not_lock_out(start_server, nofile_limit):
     srv = start_server(max_connections=count, idle_timeout=30)
     idle = []
     try:
-        for _ in range(count):
+        for _index in range(count):
             idle.append(connect(srv.host, srv.port))
             read_line(idle[-1])  # accepted and registered, in this order
         assert srv.connection_count() == count
