@@ -1,0 +1,524 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2025, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Fixtures for the loopback tests of the checktcp Lua service.
+
+Each configuration is rendered by the role itself (tests/lua/render.yml, run
+by ansible-playbook) into a scratch directory, then served by a real HAProxy
+(``haproxy -db``) on 127.0.0.1, probing fake echo servers: threads on
+127.0.0.1 whose behaviour each test picks. Rendering costs seconds, so the
+fixtures are module-scoped and render concurrently; the fake servers'
+behaviour changes per test, the configuration does not.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "tests" / "lua" / "render.yml"
+LOOPBACK = "127.0.0.1"
+# Bounds the life of a fake server's connection whatever its behaviour.
+CONNECTION_LIFETIME = 5.0
+# More than HAProxy's clock resolution (1 ms): see FakeEchoServer.behave.
+SETTLE = 0.005
+FAILURE_TABLE_FILE = "checktcp-failure-table.md"
+
+FAILURE_TABLE = pytest.StashKey[list]()
+
+# Every port given to a status service, a frontend or a fake server.
+HANDED_OUT = set()
+
+Response = collections.namedtuple("Response", "status reason headers body elapsed_ms")
+
+
+# --------------------------------------------------------------- helpers
+
+def free_ports(count=1):
+    """Ports nothing listens on, never handed out before in this run: HAProxy binds
+    with SO_REUSEPORT, so two of its instances could share a port without an error."""
+    ports = []
+    with contextlib.ExitStack() as stack:
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+            if port not in HANDED_OUT:
+                HANDED_OUT.add(port)
+                ports.append(port)
+    return ports
+
+
+def http_request(port, method="GET", path="/", headers=None, body=b"", timeout=5.0):
+    """One request on its own connection, read to EOF with raw sockets, so that
+    the exact bytes (body after a HEAD, content-length mismatches) are seen.
+    elapsed_ms runs from connect to the end of the response."""
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s:%d" % (LOOPBACK, port), "Connection: close"]
+    lines += ["%s: %s" % item for item in (headers or {}).items()]
+    if body or method == "POST":
+        lines.append("Content-Length: %d" % len(body))
+    started = time.monotonic()
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    elapsed_ms = (time.monotonic() - started) * 1000
+    head, sep, content = data.partition(b"\r\n\r\n")
+    assert sep, "incomplete HTTP response: %r" % data[:500]
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status_reason = status_line.split(" ", 2)
+    parsed = {}
+    for line in header_lines:
+        name, value = line.split(":", 1)
+        parsed[name.strip().lower()] = value.strip()
+    return Response(int(status_reason[1]), status_reason[2] if len(status_reason) > 2 else "",
+                    parsed, content, elapsed_ms)
+
+
+def collections_path():
+    """ANSIBLE_COLLECTIONS_PATH entries that already provide this collection as the repository."""
+    found = []
+    for entry in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep):
+        link = pathlib.Path(entry, "ansible_collections", "checktcp", "haproxy_lua")
+        if entry and link.exists() and link.resolve() == REPO:
+            found.append(entry)
+    return found
+
+
+# ------------------------------------------------------ the fake echo servers
+
+def header_line(conn, eol=b"\n"):
+    """The real echo server's first line: ``ECHO client=IP:PORT server=IP:PORT``."""
+    client, server = conn.getpeername()[:2], conn.getsockname()[:2]
+    return ("ECHO client=%s:%d server=%s:%d" % (client + server)).encode("ascii") + eol
+
+
+def read_line(conn, pending):
+    """Return (line without its end, rest) or (None, rest) at EOF."""
+    while b"\n" not in pending:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None, pending
+        pending += chunk
+    line, rest = pending.split(b"\n", 1)
+    return line.rstrip(b"\r"), rest
+
+
+def drain(conn):
+    """Read and drop everything until the peer closes."""
+    while conn.recv(4096):
+        pass
+
+
+def echo(header=True, eol=b"\n", delay=0.0, reply=None, header_delay=0.0):
+    """Behaviour: a header line after ``header_delay`` s, then each received line
+    back (or ``reply``) after ``delay`` s."""
+    def behave(conn, server):
+        time.sleep(header_delay)
+        if header:
+            conn.sendall(header_line(conn, eol))
+        pending = b""
+        while True:
+            line, pending = read_line(conn, pending)
+            if line is None:
+                return
+            server.record_line(line)
+            time.sleep(delay)
+            conn.sendall((line if reply is None else reply) + eol)
+    return behave
+
+
+def silent():
+    """Behaviour: accept, never write."""
+    def behave(conn, server):
+        drain(conn)
+    return behave
+
+
+def header_only():
+    """Behaviour: the header line, then nothing."""
+    def behave(conn, server):
+        conn.sendall(header_line(conn))
+        drain(conn)
+    return behave
+
+
+def close_after_header():
+    """Behaviour: the header line, then an orderly close (FIN) of the sending side."""
+    def behave(conn, server):
+        conn.sendall(header_line(conn))
+        conn.shutdown(socket.SHUT_WR)
+        drain(conn)
+    return behave
+
+
+def reset(after_header=False):
+    """Behaviour: an abortive close (SO_LINGER 0: RST), on accept or after the header."""
+    def behave(conn, server):
+        if after_header:
+            conn.sendall(header_line(conn))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    return behave
+
+
+def stream(chunk, every, duration):
+    """Behaviour: the header line, then ``chunk`` every ``every`` s for ``duration`` s, no newline."""
+    def behave(conn, server):
+        conn.sendall(header_line(conn))
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            conn.sendall(chunk)
+            time.sleep(every)
+        drain(conn)
+    return behave
+
+
+BEHAVIOURS = {
+    "echo": echo,
+    "silent": silent,
+    "header_only": header_only,
+    "close_after_header": close_after_header,
+    "reset": reset,
+    "stream": stream,
+}
+
+
+class FakeEchoServer:
+    """A TCP server on 127.0.0.1 that treats each connection with its current
+    ``behaviour`` (a function of the connection and the server). It counts
+    connections, records the lines it was sent, and can stop listening
+    (refused connections) and listen again on the same port."""
+
+    def __init__(self):
+        self.behaviour = echo()
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.active = 0
+        self.lines = []
+        self.port = 0
+        self._listener = None
+        self._thread = None
+        self._accepting = threading.Event()
+        self.listen()
+
+    @property
+    def target(self):
+        """The entry of haproxy_checktcp_targets for this server."""
+        return {"host": LOOPBACK, "port": self.port}
+
+    @property
+    def name(self):
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def listen(self):
+        if self._listener is not None:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, self.port))
+        listener.listen(256)
+        # accept() is not woken by close() from another thread: poll a flag.
+        listener.settimeout(0.02)
+        self.port = listener.getsockname()[1]
+        HANDED_OUT.add(self.port)
+        self._listener = listener
+        self._accepting.set()
+        self._thread = threading.Thread(target=self._accept_loop, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def refuse(self):
+        """Stop listening: connections to the port are refused until listen()."""
+        if self._listener is None:
+            return
+        self._accepting.clear()
+        self._thread.join(5)
+        self._listener.close()
+        self._listener = None
+
+    def behave(self, name, **options):
+        """Switch to a behaviour by name (see BEHAVIOURS), or ``refuse`` connections.
+
+        Then wait a few ms: HAProxy's clock counts milliseconds, and a live request
+        shares a verdict that finished in the millisecond it arrived (as a probe
+        in flight), so the next request could get the verdict of the old behaviour."""
+        if name == "refuse":
+            self.refuse()
+        else:
+            self.behaviour = BEHAVIOURS[name](**options)
+            self.listen()
+        time.sleep(SETTLE)
+
+    def reset_counts(self):
+        with self.lock:
+            self.connections = 0
+            self.lines = []
+
+    def record_line(self, line):
+        with self.lock:
+            self.lines.append(line)
+
+    def wait_idle(self, timeout=2.0):
+        """Wait until no connection is open; return whether it happened."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if self.active == 0:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def _accept_loop(self, listener):
+        while self._accepting.is_set():
+            try:
+                conn = listener.accept()[0]
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.active += 1
+            threading.Thread(target=self._serve, args=(conn, self.behaviour), daemon=True).start()
+
+    def _serve(self, conn, behaviour):
+        try:
+            conn.settimeout(CONNECTION_LIFETIME)
+            with contextlib.suppress(OSError):
+                behaviour(conn, self)
+        finally:
+            conn.close()
+            with self.lock:
+                self.active -= 1
+
+
+# ------------------------------------------------- rendering and HAProxy
+
+class StatusService:
+    """One configuration rendered by tests/lua/render.yml into ``workdir``, and
+    the HAProxy serving it on 127.0.0.1:``port`` (stderr kept in a file)."""
+
+    def __init__(self, workdir, variables, env):
+        self.workdir = pathlib.Path(workdir)
+        self.env = env
+        self.port = free_ports()[0]
+        self.variables = {
+            "haproxy_config_dir": str(self.workdir / "etc"),
+            "haproxy_stats_socket": str(self.workdir / "admin.sock"),
+            "haproxy_status_bind": "%s:%d" % (LOOPBACK, self.port),
+        }
+        self.variables.update(variables)
+        self.config = self.workdir / "etc" / "haproxy.cfg"
+        self.lua = self.workdir / "etc" / "lua" / "checktcp.lua"
+        self.stderr = self.workdir / "haproxy.stderr"
+        self.render_log = self.workdir / "render.log"
+        self._render = None
+        self.proc = None
+
+    # rendering
+    def render_start(self, variables=None):
+        """Start ansible-playbook on the variables (plus ``variables``, if given)."""
+        merged = dict(self.variables, **(variables or {}))
+        vars_file = self.workdir / "vars.json"
+        vars_file.write_text(json.dumps(merged, indent=2))
+        playbook = pathlib.Path(sys.executable).with_name("ansible-playbook")
+        command = [str(playbook) if playbook.exists() else "ansible-playbook",
+                   "-i", "localhost,", "-e", "ansible_python_interpreter=%s" % sys.executable,
+                   str(PLAYBOOK), "-e", "@%s" % vars_file]
+        with open(self.render_log, "wb") as output:
+            self._render = subprocess.Popen(command, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                            stdout=output, stderr=subprocess.STDOUT)
+
+    def render_wait(self):
+        """Return (exit status, output) of the render started last."""
+        returncode = self._render.wait(120)
+        return returncode, self.render_log.read_text(errors="replace")
+
+    def render(self, variables=None):
+        self.render_start(variables)
+        return self.render_wait()
+
+    # HAProxy
+    def start(self, timeout=5.0):
+        """Run HAProxy in the foreground; return once the status port answers."""
+        with open(self.stderr, "wb") as stderr:
+            self.proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(self.config)],
+                                         cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=stderr)
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail("haproxy exited with %s:\n%s" % (self.proc.returncode, self.log_text()))
+            try:
+                socket.create_connection((LOOPBACK, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if time.monotonic() > end:
+                    pytest.fail("haproxy does not answer on port %d:\n%s" % (self.port, self.log_text()))
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
+        return http_request(self.port, method, path, headers, body, timeout)
+
+    # HAProxy's standard error, where the Lua service logs its reasons
+    def log_offset(self):
+        return self.stderr.stat().st_size
+
+    def log_bytes(self, offset=0):
+        with open(self.stderr, "rb") as stream:
+            stream.seek(offset)
+            return stream.read()
+
+    def log_text(self, offset=0):
+        return self.log_bytes(offset).decode("utf-8", errors="backslashreplace")
+
+    def wait_log(self, pattern, offset=0, timeout=1.0):
+        """The first line after ``offset`` matching the regex ``pattern``, or None."""
+        end = time.monotonic() + timeout
+        while True:
+            for line in self.log_text(offset).splitlines():
+                if re.search(pattern, line):
+                    return line
+            if time.monotonic() > end:
+                return None
+            time.sleep(0.01)
+
+
+def haproxy_binary():
+    return shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+# --------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def ansible_env(tmp_path_factory):
+    """The environment for ansible-playbook: the collection must be found as this repository
+    (`source scripts/lib.sh && link_collection` does that; else a link under a temp dir)."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    if not collections_path():
+        root = tmp_path_factory.mktemp("collections")
+        link = root / "ansible_collections" / "checktcp" / "haproxy_lua"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(REPO)
+        env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
+            [str(root)] + [entry for entry in [os.environ.get("ANSIBLE_COLLECTIONS_PATH")] if entry])
+    return env
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """Factory: ``free_port()`` -> a loopback port nothing listens on."""
+    return lambda: free_ports()[0]
+
+
+@pytest.fixture(scope="session")
+def http():
+    """``http(port, method="GET", path="/", headers=None, body=b"", timeout=5.0)`` -> Response."""
+    return http_request
+
+
+@pytest.fixture(scope="session")
+def haproxy_available():
+    if not os.path.exists(haproxy_binary()):
+        pytest.fail("HAProxy is not installed (scripts/lib.sh ensure_system_packages installs it)")
+    if os.geteuid() != 0:
+        pytest.fail("the loopback HAProxy tests run as root (haproxy.cfg chroots and drops privileges)")
+
+
+@pytest.fixture(scope="module")
+def make_service(tmp_path_factory, ansible_env, haproxy_available):
+    """Factory: ``make_service(**role_vars)`` -> a StatusService not rendered yet; HAProxy stopped at teardown."""
+    services = []
+
+    def make(**variables):
+        service = StatusService(tmp_path_factory.mktemp("checktcp"), variables, ansible_env)
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def deploy(make_service):
+    """Factory: ``deploy(vars1, vars2, ...)`` renders every configuration concurrently,
+    fails on any render error, starts each HAProxy and returns the StatusServices."""
+    def run(*variable_sets):
+        services = [make_service(**variables) for variables in variable_sets]
+        for service in services:
+            service.render_start()
+        for service in services:
+            returncode, output = service.render_wait()
+            assert returncode == 0, "render failed for %s:\n%s" % (service.variables, output)
+        return [service.start() for service in services]
+    return run
+
+
+@pytest.fixture(scope="module")
+def fake_servers():
+    """Factory: ``fake_servers(count)`` -> that many FakeEchoServers (a list), stopped at teardown."""
+    servers = []
+
+    def start(count=1):
+        started = [FakeEchoServer() for index in range(count)]
+        servers.extend(started)
+        return started
+
+    yield start
+    for server in servers:
+        server.refuse()
+
+
+# ------------------------------------------------- the failure-mode table
+
+def pytest_configure(config):
+    config.stash[FAILURE_TABLE] = []
+
+
+@pytest.fixture(scope="session")
+def failure_table(pytestconfig):
+    """Rows (case, verdict, time to verdict in ms) printed and written at the end of the run."""
+    return pytestconfig.stash[FAILURE_TABLE]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    rows = config.stash.get(FAILURE_TABLE, [])
+    if not rows:
+        return
+    text = "| case | verdict | time to verdict (ms) |\n|---|---|---:|\n"
+    text += "".join("| %s | %s | %d |\n" % row for row in rows)
+    path = pathlib.Path(os.environ.get("TMPDIR") or "/tmp", FAILURE_TABLE_FILE)
+    path.write_text(text)
+    terminalreporter.write_sep("-", "checktcp failure modes (also in %s)" % path)
+    terminalreporter.write(text)
