@@ -1,5 +1,8 @@
 """Shared helpers for the testinfra tests of the molecule scenarios."""
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -55,3 +58,15 @@ def echo_stopped(host):
     host.run_expect([0], f"systemctl stop {ECHO_UNIT}")
     yield
     host.run_expect([0], f"systemctl start {ECHO_UNIT}")
+
+
+def apply_site(host, extra_vars):
+    """Run site.yml on this host from the controller, with extra variables."""
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+         os.path.join(project, "site.yml"), "--limit", host.backend.host,
+         "-e", json.dumps(extra_vars)],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return result.stdout

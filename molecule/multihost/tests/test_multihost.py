@@ -1,0 +1,104 @@
+"""Several echo hosts: the verdict follows haproxy_checktcp_policy."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import testinfra
+
+testinfra_hosts = ["ansible://checktcp-mh-haproxy"]
+
+ECHO_HOSTS = {"checktcp-mh-echo1": 8080, "checktcp-mh-echo2": 9090}
+UNIT = "checktcp-echo.service"
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def echo_host(name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
+
+
+def page(host):
+    out = host.check_output("curl -s -H 'Accept: application/json' -w '\\n%{http_code}' http://127.0.0.1/")
+    body, code = out.rsplit("\n", 1)
+    return int(code), json.loads(body)
+
+
+def apply_policy(policy):
+    """Re-run the haproxy role with another policy, from the controller."""
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "policy.yml"),
+         "-e", json.dumps({"haproxy_checktcp_policy": policy})],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.fixture
+def echo1_down():
+    host = echo_host("checktcp-mh-echo1")
+    host.run_expect([0], f"systemctl stop {UNIT}")
+    yield
+    host.run_expect([0], f"systemctl start {UNIT}")
+
+
+@pytest.fixture
+def all_down():
+    hosts = [echo_host(name) for name in ECHO_HOSTS]
+    for host in hosts:
+        host.run_expect([0], f"systemctl stop {UNIT}")
+    yield
+    for host in hosts:
+        host.run_expect([0], f"systemctl start {UNIT}")
+
+
+@pytest.fixture
+def policy():
+    """Apply a policy for one test, then restore the default (all)."""
+    applied = []
+
+    def apply(value):
+        applied.append(value)
+        apply_policy(value)
+
+    yield apply
+    if applied:
+        apply_policy("all")
+
+
+def test_targets_are_derived_from_the_echo_group(host):
+    code, doc = page(host)
+    assert sorted(t["target"] for t in doc["targets"]) == sorted(ECHO_HOSTS)
+    lua = host.file("/etc/haproxy/lua/checktcp.lua").content_string
+    for name, port in ECHO_HOSTS.items():
+        address = echo_host(name).interface("eth0").addresses[0]
+        assert f'host = "{address}", port = {port}' in lua, lua
+    assert code == 200, doc
+
+
+def test_all_up_is_ok(host):
+    code, doc = page(host)
+    assert code == 200 and doc["status"] == "OK" and doc["up"] == 2, doc
+    assert all(t["ok"] and t["probe_ms"] >= 0 for t in doc["targets"]), doc
+
+
+def test_one_down_with_policy_all_is_ko(host, echo1_down):
+    code, doc = page(host)
+    assert code == 503 and doc["up"] == 1 and doc["required"] == 2, doc
+    verdicts = {t["target"]: t["ok"] for t in doc["targets"]}
+    assert verdicts == {"checktcp-mh-echo1": False, "checktcp-mh-echo2": True}
+
+
+@pytest.mark.parametrize("value, expected", [("any", 200), (1, 200), (2, 503)])
+def test_one_down_follows_the_policy(host, policy, echo1_down, value, expected):
+    policy(value)
+    code, doc = page(host)
+    assert code == expected, doc
+    assert doc["up"] == 1 and len(doc["targets"]) == 2, doc
+
+
+def test_all_down_is_ko_even_with_policy_any(host, policy, all_down):
+    policy("any")
+    code, doc = page(host)
+    assert code == 503 and doc["up"] == 0, doc
+    assert all("refused" in t["reason"] for t in doc["targets"]), doc
