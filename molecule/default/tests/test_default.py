@@ -139,3 +139,32 @@ def test_config_change_reloads_without_restart(host, status):
     finally:
         apply_site(host, {})
     assert "timeout_ms = 1000" in host.file("/etc/haproxy/lua/checktcp.lua").content_string
+
+
+def metric(host, name, target):
+    out = host.check_output("curl -s http://127.0.0.1:8405/checktcp/metrics")
+    for line in out.splitlines():
+        if line.startswith(f'{name}{{target="{target}"}} '):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} for {target} not in:\n{out}")
+
+
+def test_metrics_on_their_own_bind_only(host, status):
+    target = host.backend.host
+    status.wait_for(200)
+    assert metric(host, "checktcp_up", target) == 1
+    probes, failures = (metric(host, n, target) for n in ("checktcp_probes_total", "checktcp_probe_failures_total"))
+    host.run_expect([0], f"systemctl stop {ECHO_UNIT}")
+    try:
+        assert status.get()[0] == 503
+        assert metric(host, "checktcp_up", target) == 0
+        assert metric(host, "checktcp_probes_total", target) > probes
+        assert metric(host, "checktcp_probe_failures_total", target) == failures + 1
+    finally:
+        host.run_expect([0], f"systemctl start {ECHO_UNIT}")
+    exporter = host.check_output("curl -s http://127.0.0.1:8405/metrics")
+    assert "haproxy_process_uptime_seconds" in exporter
+    # The public status bind serves the status page on every path, never metrics.
+    code, body, _seconds = status.get("http://127.0.0.1/metrics")
+    assert "<h1>" in body and "haproxy_process" not in body and "checktcp_up" not in body
+    assert code in (200, 503)
