@@ -1,0 +1,172 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Abuse the echo server on 127.0.0.1:8080 and report what happened as JSON (stdlib only).
+
+Binary garbage, a 1 MiB line, 1000 idle connections at once, a slow client,
+and an idle connection left alone; each measured, none judged here.
+"""
+
+import json
+import resource
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ADDR = ("127.0.0.1", 8080)
+IDLE_CONNECTIONS = 1000
+
+
+def connect(timeout=5.0):
+    sock = socket.create_connection(ADDR, timeout=timeout)
+    return sock, read_line(sock)
+
+
+def read_line(sock):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def well_behaved():
+    """Seconds for a header and the echo of one line, and whether both were right."""
+    started = time.monotonic()
+    sock, header = connect()
+    with sock:
+        sock.sendall(b"check\n")
+        echoed = read_line(sock)
+    return {"seconds": round(time.monotonic() - started, 3),
+            "ok": header.startswith(b"ECHO client=") and echoed == b"check\n"}
+
+
+def status_page():
+    try:
+        with urllib.request.urlopen("http://127.0.0.1/", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def garbage():
+    payload = b"\x00\x01\x02\xff\xfe\x1b[2J binary \x00\x00 garbage \x80\x81\r\n"
+    sock, header = connect()
+    with sock:
+        sock.sendall(payload)
+        echoed = read_exactly(sock, len(payload))
+    return {"header_ok": header.startswith(b"ECHO "), "echoed_exactly": echoed == payload}
+
+
+def long_line():
+    """Send 1 MiB without a newline: the server must close the connection."""
+    sock, _header = connect()
+    sent, error = 0, None
+    with sock:
+        try:
+            chunk = b"a" * 65536
+            for _n in range(16):
+                sock.sendall(chunk)
+                sent += len(chunk)
+            sock.sendall(b"\n")
+            sock.settimeout(5)
+            closed = sock.recv(65536) == b""
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            closed, error = True, type(exc).__name__
+        except socket.timeout:
+            closed = False
+    return {"closed": closed, "sent_bytes": sent, "error": error}
+
+
+def idle_many():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    socks, headers = [], 0
+    started = time.monotonic()
+    try:
+        for _n in range(IDLE_CONNECTIONS):
+            sock, header = connect()
+            socks.append(sock)
+            headers += header.startswith(b"ECHO ")
+        opened_s = time.monotonic() - started
+        good = well_behaved()
+        page = status_page()
+        still_open = 0
+        for sock in socks:
+            sock.setblocking(False)
+            try:
+                still_open += sock.recv(1) != b""
+            except BlockingIOError:
+                still_open += 1
+            except OSError:
+                pass
+        held_s = time.monotonic() - started
+    finally:
+        for sock in socks:
+            sock.close()
+    return {"rlimit_nofile": [soft, hard], "opened": len(socks), "headers": headers,
+            "open_seconds": round(opened_s, 3), "still_open": still_open,
+            "held_seconds": round(held_s, 3), "well_behaved": good, "status_page": page}
+
+
+def slow_client():
+    """One byte every 100 ms, while a well-behaved client is served."""
+    line = b"slowline\n"
+    result = {}
+
+    def crawl():
+        sock, _header = connect()
+        with sock:
+            for byte in line:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+            result["slow_echo_ok"] = read_line(sock) == line
+
+    thread = threading.Thread(target=crawl)
+    thread.start()
+    time.sleep(0.3)
+    result["well_behaved"] = well_behaved()
+    thread.join(10)
+    return result
+
+
+def idle_close():
+    """Seconds until the server closes a connection that sends nothing."""
+    sock, _header = connect(timeout=10)
+    started = time.monotonic()
+    with sock:
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
+    return {"closed": closed, "seconds": round(time.monotonic() - started, 3)}
+
+
+def main():
+    report = {}
+    for name, step in (("garbage", garbage), ("long_line", long_line), ("idle_many", idle_many),
+                       ("slow_client", slow_client), ("idle_close", idle_close)):
+        try:
+            report[name] = step()
+        except OSError as exc:
+            report[name] = {"exception": f"{type(exc).__name__}: {exc}"}
+    report["after"] = {"well_behaved": well_behaved(), "status_page": status_page()}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
