@@ -2,49 +2,15 @@
 
 import json
 import os
+import pathlib
 import subprocess
-import time
+import sys
 
 import pytest
 
-STATUS_URL = "http://127.0.0.1/"
-ECHO_UNIT = "checktcp-echo.service"
-
-
-class Status:
-    """The status page as an HTTP client sees it, fetched inside the host."""
-
-    def __init__(self, host):
-        self.host = host
-
-    def get(self, url=STATUS_URL, method="GET", headers=()):
-        args = ["curl", "-s", "-o", "/tmp/checktcp-body", "-X", method, "--max-time", "10",
-                "-w", "%{http_code} %{time_total}"]
-        for header in headers:
-            args += ["-H", header]
-        if method == "HEAD":
-            args = [a for a in args if a not in ("-X", "HEAD")] + ["-I"]
-        out = self.host.check_output(" ".join(_quote(a) for a in args + [url]))
-        code, seconds = out.split()
-        body = self.host.file("/tmp/checktcp-body").content_string
-        return int(code), body, float(seconds)
-
-    def wait_for(self, code, within=10.0):
-        """Poll until the page answers `code`; return the last answer."""
-        deadline = time.monotonic() + within
-        while True:
-            answer = self.get()
-            if answer[0] == code or time.monotonic() > deadline:
-                return answer
-            time.sleep(0.2)
-
-    def journal(self, lines=40):
-        return self.host.run(
-            f"journalctl --no-pager -n {lines} -u haproxy.service -u {ECHO_UNIT}").stdout
-
-
-def _quote(arg):
-    return "'" + arg.replace("'", "'\\''") + "'"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+from checktcp_testinfra import (  # noqa: E402 pylint: disable=wrong-import-position
+    ECHO_UNIT, Status)
 
 
 @pytest.fixture

@@ -2,16 +2,19 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 import testinfra
 
-STATUS_URL = "http://127.0.0.1/"
-ECHO_UNIT = "checktcp-echo.service"
-HAPROXY_UNIT = "haproxy.service"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+from checktcp_testinfra import (  # noqa: E402 pylint: disable=wrong-import-position
+    HAPROXY_UNIT, Status, quote)
+
 # Where prepare.yml copies files/load.py and files/fake_echo.py.
 HELPERS_DIR = "/usr/local/lib/checktcp-tests"
 # The files the roles deploy; a failed run must leave them untouched.
@@ -53,41 +56,6 @@ def pytest_terminal_summary(terminalreporter):
         for line in lines:
             terminalreporter.write_line(line)
         terminalreporter.write_line("")
-
-
-def quote(arg):
-    return "'" + str(arg).replace("'", "'\\''") + "'"
-
-
-class Status:
-    """The status page as an HTTP client sees it, fetched inside the host."""
-
-    def __init__(self, host):
-        self.host = host
-
-    def get(self, url=STATUS_URL, headers=()):
-        args = ["curl", "-s", "-o", "/tmp/checktcp-body", "--max-time", "10",
-                "-w", "%{http_code} %{time_total}"]
-        for header in headers:
-            args += ["-H", header]
-        out = self.host.check_output(" ".join(quote(a) for a in args + [url]))
-        code, seconds = out.split()
-        body = self.host.file("/tmp/checktcp-body").content_string
-        return int(code), body, float(seconds)
-
-    def wait_for(self, code, within=10.0):
-        """Poll until the page answers `code`; return the last answer."""
-        deadline = time.monotonic() + within
-        while True:
-            answer = self.get()
-            if answer[0] == code or time.monotonic() > deadline:
-                return answer
-            time.sleep(0.2)
-
-    def journal(self, units=(HAPROXY_UNIT, ECHO_UNIT), lines=40):
-        """The last lines of the units' journal, for assertion messages."""
-        selectors = " ".join(f"-u {quote(unit)}" for unit in units)
-        return self.host.run(f"journalctl --no-pager -n {lines} {selectors}").stdout
 
 
 @pytest.fixture(scope="module")
