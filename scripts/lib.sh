@@ -7,9 +7,15 @@ export CHECKTCP_ROOT
 export CONTAINERS_CONF="$CHECKTCP_ROOT/tests/podman/containers.conf"
 export ANSIBLE_CONFIG="$CHECKTCP_ROOT/ansible.cfg"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
-# The collection is used in place, through a link outside the work tree.
-CHECKTCP_CACHE=${CHECKTCP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/checktcp}
-export ANSIBLE_COLLECTIONS_PATH="$CHECKTCP_CACHE/collections"
+# Everything a test creates outside the clone (containers, networks, temp
+# directories) is named after CHECKTCP_ID, derived from the clone's path, so
+# two clones can test side by side. Caches (molecule's state, the collection
+# link) stay inside the clone.
+CHECKTCP_ID=${CHECKTCP_ID:-checktcp-$(printf '%s' "$CHECKTCP_ROOT" | sha256sum | cut -c1-8)}
+export CHECKTCP_ID
+export XDG_CACHE_HOME="$CHECKTCP_ROOT/.cache"
+# The collection is used in place, through a link inside the clone's cache.
+export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections"
 VENV="$CHECKTCP_ROOT/.venv"
 
 log() { printf '\n==> %s\n' "$*" >&2; }

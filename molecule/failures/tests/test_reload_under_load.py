@@ -6,6 +6,7 @@ run reverts everything: two runs serve both checks.
 """
 
 import json
+import os
 import time
 
 import pytest
@@ -21,7 +22,7 @@ CHANGES = (
     {"haproxy_checktcp_timeout_ms": 1000, "haproxy_timeout_client": "30s", "haproxy_checktcp_details": True,
      "haproxy_checktcp_targets": None},
 )
-TARGET_NAME = "checktcp-failures-debian12"  # the derived target's label
+TARGET_NAME = os.environ["CHECKTCP_ID"] + "-failures-debian12"  # the derived target's label
 
 
 class Reconfigured:

@@ -7,9 +7,12 @@ import subprocess
 import pytest
 import testinfra
 
-testinfra_hosts = ["ansible://checktcp-mh-haproxy"]
+# Platform names carry the clone's CHECKTCP_ID (scripts/lib.sh).
+PREFIX = os.environ["CHECKTCP_ID"] + "-mh-"
+testinfra_hosts = [f"ansible://{PREFIX}haproxy"]
 
-ECHO_HOSTS = {"checktcp-mh-echo1": 8080, "checktcp-mh-echo2": 9090}
+ECHO1, ECHO2 = PREFIX + "echo1", PREFIX + "echo2"
+ECHO_HOSTS = {ECHO1: 8080, ECHO2: 9090}
 UNIT = "checktcp-echo.service"
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +39,7 @@ def apply_policy(policy):
 
 @pytest.fixture
 def echo1_down():
-    host = echo_host("checktcp-mh-echo1")
+    host = echo_host(ECHO1)
     host.run_expect([0], f"systemctl stop {UNIT}")
     yield
     host.run_expect([0], f"systemctl start {UNIT}")
@@ -86,7 +89,7 @@ def test_one_down_with_policy_all_is_ko(host, echo1_down):
     code, doc = page(host)
     assert code == 503 and doc["up"] == 1 and doc["required"] == 2, doc
     verdicts = {t["target"]: t["ok"] for t in doc["targets"]}
-    assert verdicts == {"checktcp-mh-echo1": False, "checktcp-mh-echo2": True}
+    assert verdicts == {ECHO1: False, ECHO2: True}
 
 
 @pytest.mark.parametrize("value, expected", [("any", 200), (1, 200), (2, 503)])
