@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 
 from http.server import ThreadingHTTPServer
@@ -21,22 +24,27 @@ from ansible_collections.checktcp.haproxy_lua.tests.unit.plugins.probe_servers i
     EchoHandler,
     EchoServer,
     HttpHandler,
+    RawHandler,
+    RawServer,
+    TunnelHandler,
 )
 
 
 @pytest.fixture
 def http_server():
-    """Factory: ``http_server(responder)`` starts an HTTP server and returns it (``.url``, ``.count``)."""
+    """Factory: ``http_server(responder, tls=None)`` starts an HTTP server and returns it (``.url``, ``.count``)."""
     servers = []
 
-    def start(responder):
+    def start(responder, tls=None):
         server = ThreadingHTTPServer((LOOPBACK, 0), HttpHandler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         server.responder = responder
         server.lock = threading.Lock()
         server.count = 0
         server.requests = []
-        server.url = 'http://%s:%d/' % server.server_address[:2]
+        server.url = '%s://%s:%d/' % (('http' if tls is None else 'https',) + server.server_address[:2])
         thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
         thread.start()
         servers.append(server)
@@ -49,8 +57,62 @@ def http_server():
 
 
 @pytest.fixture
+def raw_server():
+    """Factory: ``raw_server(handle)`` serves each connection with ``handle(sock)``; returns its URL."""
+    servers = []
+
+    def start(handle):
+        server = RawServer((LOOPBACK, 0), RawHandler)
+        server.handle = handle
+        thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
+        thread.start()
+        servers.append(server)
+        return 'http://%s:%d/' % server.server_address[:2]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tunnel_proxy():
+    """A forward proxy that tunnels CONNECT requests; ``.url`` and ``.lines`` (request lines seen)."""
+    server = RawServer((LOOPBACK, 0), TunnelHandler)
+    server.lines = []
+    server.url = 'http://%s:%d' % server.server_address[:2]
+    thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope='session')
+def tls_context(tmp_path_factory):
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    if shutil.which('openssl') is None:
+        pytest.skip('openssl is needed to make a test certificate')
+    folder = tmp_path_factory.mktemp('tls')
+    key, cert = folder / 'key.pem', folder / 'cert.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
+                    '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', str(key), '-out', str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+@pytest.fixture
+def https_server(http_server, tls_context):
+    """Factory: like ``http_server`` but over TLS with a self-signed certificate (``.url`` is https)."""
+    return lambda responder: http_server(responder, tls=tls_context)
+
+
+@pytest.fixture
 def echo_server():
-    """Factory: ``echo_server(mode)`` with mode ok, crlf, wrong, silent, close, reset or long; returns (host, port)."""
+    """Factory: ``echo_server(mode)`` with mode ok, crlf, wrong, silent, close, reset, long,
+    slow (answers after 1.5 s) or flip (the first connection is closed at once, later ones answer); returns (host, port)."""
     servers = []
 
     def start(mode='ok'):

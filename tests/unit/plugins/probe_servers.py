@@ -11,6 +11,8 @@ import contextlib
 import socket
 import socketserver
 import struct
+import threading
+import time
 
 from http.server import BaseHTTPRequestHandler
 
@@ -77,6 +79,10 @@ class EchoHandler(socketserver.BaseRequestHandler):
         sock.settimeout(10)
         client = '%s:%d' % self.client_address[:2]
         local = '%s:%d' % sock.getsockname()[:2]
+        with self.server.lock:
+            self.server.connections += 1
+            if mode == 'flip':  # the first connection finds the server down, later ones up
+                mode = 'close' if self.server.connections == 1 else 'ok'
         with contextlib.suppress(OSError):
             if mode == 'close':  # orderly close (FIN) before writing anything
                 sock.shutdown(socket.SHUT_WR)
@@ -105,9 +111,106 @@ class EchoHandler(socketserver.BaseRequestHandler):
                     line, buffer = buffer.split(b'\n', 1)
                     if mode == 'wrong':
                         line = b'nope'
+                    if mode == 'slow':  # answers, but later than a probe's timeout
+                        time.sleep(self.server.delay)
                     sock.sendall(line.rstrip(b'\r') + eol)
 
 
 class EchoServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    delay = 1.5
+    connections = 0
+
+    def __init__(self, *args, **kwargs):
+        socketserver.TCPServer.__init__(self, *args, **kwargs)
+        self.lock = threading.Lock()
+
+
+def slow_http(phase, step=0.05, limit=6.0):
+    """A raw HTTP server handler that trickles one part of its answer, a byte each ``step`` seconds.
+
+    ``phase`` is status-line, headers, body or chunked: every read of the client gets data
+    before a per-read timeout would fire, so only a deadline over the whole exchange stops it.
+    Gives up after ``limit`` seconds.
+    """
+    def handle(sock):
+        _read_request(sock)
+        if phase == 'status-line':
+            head, trickle = b'', b'HTTP/1.1 200 ' + b'O' * 1000
+        elif phase == 'headers':
+            head, trickle = b'HTTP/1.1 200 OK\r\n', b'X-Pad: ' + b'a' * 1000
+        elif phase == 'body':
+            head, trickle = b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n', b'a' * 1000
+        else:
+            head = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n'
+            trickle = b'1\r\na\r\n' * 200
+        sock.sendall(head)
+        stop = time.monotonic() + limit
+        for index in range(len(trickle)):
+            if time.monotonic() > stop:
+                break
+            sock.sendall(trickle[index:index + 1])
+            time.sleep(step)
+    return handle
+
+
+def _read_request(sock):
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class RawHandler(socketserver.BaseRequestHandler):
+    """Hands the accepted socket to the server's ``handle(sock)`` function."""
+
+    def handle(self):
+        self.request.settimeout(10)
+        with contextlib.suppress(OSError):
+            self.server.handle(self.request)
+
+
+class RawServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class TunnelHandler(socketserver.BaseRequestHandler):
+    """A forward proxy: CONNECT host:port tunnels; records each request line."""
+
+    def handle(self):
+        sock = self.request
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            head = _read_request(sock)
+            line = head.split(b'\r\n', 1)[0].decode('latin-1')
+            self.server.lines.append(line)
+            method, target = line.split(' ')[:2]
+            if method != 'CONNECT':
+                body = b'not a tunnel'
+                sock.sendall(b'HTTP/1.1 405 Not Allowed\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s'
+                             % (len(body), body))
+                return
+            host, port = target.rsplit(':', 1)
+            upstream = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+            pump = threading.Thread(target=_pump, args=(upstream, sock), daemon=True)
+            pump.start()
+            _pump(sock, upstream)
+            pump.join(5)
+            upstream.close()
+
+
+def _pump(source, sink):
+    with contextlib.suppress(OSError):
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
