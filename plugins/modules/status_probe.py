@@ -16,11 +16,20 @@ version_added: 1.0.0
 description:
   - Sends HTTP GET requests to O(url) until the answer has one of the expected status codes
     and, if O(expect_body) is given, a body matching it, or until O(wait) seconds have passed.
-  - An HTTP error status such as C(503) is a normal answer that can be expected, not an error.
-  - With O(echo_host) and O(echo_port), each attempt also speaks the echo protocol with the echo
-    server itself (connect, send O(echo_send), skip O(echo_skip_lines) header lines, expect the
-    next line to be O(echo_expect)) and the attempt only succeeds when the verdict of the status
-    page (status C(200) means OK, anything else KO) agrees with that direct check.
+  - An HTTP error status such as C(503) is a normal answer that can be expected, not an error;
+    so is a redirect, unless O(follow_redirects) is set.
+  - With O(echo_host) and O(echo_port), or O(echo_targets), each attempt also speaks the echo
+    protocol with the echo server(s) directly (connect, send O(echo_send), skip O(echo_skip_lines)
+    header lines, expect the next line to be O(echo_expect)), judges the targets with
+    O(echo_policy) as the status page does, and only succeeds when the page's verdict (status
+    C(200) means OK, anything else KO) agrees with that direct check (RV(consistent)).
+  - The direct check runs first, then the request. When they disagree the module tells a lie
+    from a change of state. A verdict formed before the direct check began (its age comes from
+    the page's C(x-checktcp-age-ms) header; a cached page's verdict may be up to
+    C(haproxy_checktcp_interval_ms + haproxy_checktcp_timeout_ms) old) is not judged:
+    RV(consistent) is V(null) and the module polls on. Otherwise a second direct check decides;
+    if it agrees with the page, the echo server changed state meanwhile and the page is right,
+    if it disagrees too, the page lies (RV(consistent) is V(false)).
   - Connection errors, timeouts and name resolution failures are reported in the result, never
     raised; the module fails when the expectation does not hold in time.
   - The module only reads; it never reports a change and runs in check mode too.
@@ -30,6 +39,8 @@ options:
   url:
     description:
       - HTTP or HTTPS URL of the status endpoint.
+      - It must not contain credentials (C(user:password@)), which would show in logs and in the
+        result; use O(url_username) and O(url_password).
     type: str
     required: true
   expect_status:
@@ -46,14 +57,16 @@ options:
     type: str
   timeout:
     description:
-      - Seconds one HTTP request may take, for connecting, for each read and for the whole body.
+      - Seconds one HTTP request may take in all - name resolution, connecting, TLS, sending the
+        request, the status line, headers and body, and every redirect followed - under one
+        deadline, so a server that trickles its answer cannot hold it longer.
     type: float
     default: 5
   wait:
     description:
       - Seconds to keep polling until the expectation holds.
       - V(0) makes exactly one attempt. At least one attempt is always made, and one attempt
-        may run up to O(timeout) past this limit.
+        may run up to O(timeout) plus twice the echo timeout past this limit.
     type: float
     default: 0
   interval:
@@ -64,30 +77,93 @@ options:
   headers:
     description:
       - 'Extra HTTP request headers, for instance V({"Accept": "application/json"}).'
+      - They are logged like any option, so credentials (C(Authorization), C(Proxy-Authorization),
+        C(Cookie)) are refused here; use O(url_username) and O(url_password), or O(secret_headers).
     type: dict
+  secret_headers:
+    description:
+      - Extra HTTP request headers that carry secrets, for instance
+        V({"Authorization": "Bearer ..."}); their values are kept out of logs and results.
+      - Sent only to the origin (scheme, host and port) of O(url), never after a redirect to
+        another one.
+    type: dict
+  url_username:
+    description:
+      - User name for HTTP basic authentication, sent with the first request (no challenge needed).
+      - Requires O(url_password). Sent only to the origin of O(url), like O(secret_headers).
+    type: str
+  url_password:
+    description:
+      - Password for HTTP basic authentication; kept out of logs and results.
+      - Requires O(url_username).
+    type: str
   validate_certs:
     description:
       - Whether to validate the TLS certificate of an HTTPS O(url).
     type: bool
     default: true
+  follow_redirects:
+    description:
+      - Whether to follow redirects (C(301), C(302), C(303), C(307), C(308)), at most 10, all
+        within O(timeout).
+      - By default a redirect is the answer, judged like any other status.
+    type: bool
+    default: false
+  use_proxy:
+    description:
+      - Whether to send the request through the proxy the environment of the managed host names
+        (C(http_proxy), C(https_proxy), honouring C(no_proxy)); HTTPS goes through a C(CONNECT)
+        tunnel. Only C(http://) proxies are supported.
+      - By default the request goes straight to O(url), whatever the environment says.
+    type: bool
+    default: false
   echo_host:
     description:
       - Host name or address of the echo server to check directly on each attempt.
-      - Requires O(echo_port).
+      - Requires O(echo_port). Mutually exclusive with O(echo_targets).
     type: str
   echo_port:
     description:
       - TCP port of the echo server.
       - Requires O(echo_host).
     type: int
+  echo_targets:
+    description:
+      - Echo servers to check directly on each attempt, side by side, when the status page
+        probes several; the same shape as the haproxy role's C(haproxy_checktcp_targets).
+      - Mutually exclusive with O(echo_host) and O(echo_port).
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description:
+          - Host name or address of the echo server.
+        type: str
+        required: true
+      port:
+        description:
+          - TCP port of the echo server.
+        type: int
+        required: true
+      name:
+        description:
+          - Name shown in messages and RV(echo_results).
+        type: str
+  echo_policy:
+    description:
+      - How many targets must answer for the direct check to say OK, as the page's
+        C(haproxy_checktcp_policy) - V(all), V(any), or a number from 1 to the number of targets.
+    type: raw
+    default: all
   echo_send:
     description:
-      - Line sent to the echo server (a newline is appended).
+      - Line sent to the echo server (a newline is appended); one line, without CR or LF.
     type: str
     default: check
   echo_expect:
     description:
-      - Line the echo server must answer after the header lines (a trailing carriage return is stripped).
+      - Line the echo server must answer after the header lines (a trailing carriage return is
+        stripped); one line, without CR or LF.
     type: str
     default: check
   echo_skip_lines:
@@ -95,10 +171,19 @@ options:
       - Number of header lines the echo server writes first, which are skipped.
     type: int
     default: 1
+  echo_timeout_ms:
+    description:
+      - Milliseconds the whole direct echo exchange with one target may take (name resolution,
+        connect, send, read).
+      - Set it to the page's probe timeout, C(haproxy_checktcp_timeout_ms) (whose default this is),
+        so that an echo server too slow for the page is too slow for the module as well.
+      - Mutually exclusive with O(echo_timeout).
+    type: int
+    default: 1000
   echo_timeout:
     description:
-      - Seconds the whole echo exchange may take.
-      - Defaults to O(timeout).
+      - The same as O(echo_timeout_ms), in seconds; kept for compatibility.
+      - Mutually exclusive with O(echo_timeout_ms).
     type: float
 attributes:
   check_mode:
@@ -114,6 +199,8 @@ attributes:
 notes:
   - The requests are sent from the managed host; delegate the task to probe from elsewhere.
   - With the echo check and no HTTP answer at all, the status page counts as KO.
+  - The HTTP client is the module's own, so that O(timeout) bounds the whole exchange; it speaks
+    HTTP/1.1 with C(Connection: close) and basic authentication only.
 seealso:
   - module: ansible.builtin.uri
   - module: ansible.builtin.wait_for
@@ -153,6 +240,19 @@ EXAMPLES = r'''
 - name: Show both verdicts
   ansible.builtin.debug:
     msg: "status page {{ probe.status }}, echo server {{ 'OK' if probe.echo_ok else 'KO' }}, consistent {{ probe.consistent }}"
+
+- name: Judge a cached page over two echo servers with the page's own policy and timeout
+  checktcp.haproxy_lua.status_probe:
+    url: https://lb.example.com/status
+    url_username: monitor
+    url_password: "{{ vault_status_password }}"
+    expect_status: [200, 503]
+    echo_targets:
+      - {host: 10.0.0.11, port: 8080, name: echo1}
+      - {host: 10.0.0.12, port: 8080, name: echo2}
+    echo_policy: any
+    echo_timeout_ms: 1000
+    wait: 5
 '''
 
 RETURN = r'''
@@ -163,6 +263,11 @@ msg:
   sample: got 200 (body 'OK') from http://lb.example.com/ after 1 attempt in 4 ms
 url:
   description: The URL probed.
+  returned: always
+  type: str
+  sample: http://lb.example.com/
+final_url:
+  description: The URL of the last answer; differs from RV(url) after redirects were followed.
   returned: always
   type: str
   sample: http://lb.example.com/
@@ -185,7 +290,7 @@ error:
   description: Why the last request got no (complete) answer; V(null) when it got one.
   returned: always
   type: str
-  sample: "connection refused"
+  sample: "timed out after 5 s waiting for the status line"
 elapsed_ms:
   description: Milliseconds spent over all attempts.
   returned: always
@@ -196,31 +301,57 @@ attempts:
   returned: always
   type: int
   sample: 3
+verdict_age_ms:
+  description: Age of the page's verdict in the last answer, from its C(x-checktcp-age-ms) header; V(null) without one.
+  returned: always
+  type: int
+  sample: 1200
 echo_ok:
-  description: Whether the echo server answered O(echo_expect) in the last attempt.
-  returned: when O(echo_host) and O(echo_port) are given
+  description: Whether the direct check said OK in the last attempt (enough targets answered O(echo_expect) for O(echo_policy)).
+  returned: when the echo check is on (O(echo_host) or O(echo_targets))
   type: bool
   sample: true
+echo_up:
+  description: How many targets answered O(echo_expect) in the last attempt.
+  returned: when the echo check is on
+  type: int
+  sample: 1
+echo_required:
+  description: How many targets O(echo_policy) requires.
+  returned: when the echo check is on
+  type: int
+  sample: 1
+echo_results:
+  description: What each target did in the last attempt, in the order given.
+  returned: when the echo check is on
+  type: list
+  elements: dict
+  sample: [{"name": "echo1", "host": "10.0.0.11", "port": 8080, "ok": true, "header": "ECHO client=10.0.0.2:41234 server=10.0.0.11:8080",
+            "reply": "check", "error": null, "elapsed_ms": 2}]
 echo_header:
-  description: The header line(s) the echo server wrote first (several are joined with newlines).
-  returned: when O(echo_host) and O(echo_port) are given
+  description: The header line(s) the echo server wrote first (several are joined with newlines); V(null) with several targets.
+  returned: when the echo check is on
   type: str
   sample: "ECHO client=10.89.0.2:41234 server=10.89.0.3:8080"
 echo_reply:
-  description: The line the echo server answered after the header; V(null) when none came.
-  returned: when O(echo_host) and O(echo_port) are given
+  description: The line the echo server answered after the header; V(null) when none came, and with several targets.
+  returned: when the echo check is on
   type: str
   sample: check
 echo_error:
-  description: Why the echo check failed in the last attempt; V(null) when it succeeded.
-  returned: when O(echo_host) and O(echo_port) are given
+  description:
+    - Why the direct check failed in the last attempt; V(null) when it succeeded.
+    - With several targets, how many answered and how many are required.
+  returned: when the echo check is on
   type: str
-  sample: "timed out after 5 s waiting for the header line"
+  sample: "timed out after 1 s waiting for the header line"
 consistent:
   description:
     - Whether the status page's verdict (status C(200) is OK, anything else KO) equals RV(echo_ok)
       in the last attempt.
-  returned: when O(echo_host) and O(echo_port) are given
+    - V(null) when they disagree but the page's verdict was formed before the direct check began
+      (see RV(verdict_age_ms)), so that the echo server may have changed state in between.
+  returned: when the echo check is on
   type: bool
   sample: true
 '''
@@ -229,21 +360,53 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.probe import (
+    CREDENTIAL_HEADERS,
     MAX_BODY,
+    attempt_once,
+    basic_auth,
     body_snippet,
+    check_targets,
     describe_attempts,
     describe_echo,
     describe_expectation,
     describe_http,
-    echo_check,
-    evaluate,
+    describe_targets,
     http_get,
     poll,
+    required_targets,
 )
+
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _check_headers(module, option, secret):
+    headers = module.params[option] or {}
+    for name, value in headers.items():
+        if not _HEADER_NAME_RE.match(str(name)):
+            module.fail_json(msg='%s: %r is not a valid HTTP header name' % (option, name))
+        text = str(value)
+        if '\r' in text or '\n' in text:
+            module.fail_json(msg='%s: the value of header %r contains a line break (CR or LF)' % (option, name))
+        try:
+            text.encode('latin-1')
+        except UnicodeEncodeError:
+            module.fail_json(msg='%s: the value of header %r has characters outside Latin-1' % (option, name))
+        if not secret and str(name).lower() in CREDENTIAL_HEADERS:
+            module.fail_json(msg='headers must not carry credentials (%s): headers are logged and returned; '
+                                 'use url_username and url_password, or secret_headers' % name)
 
 
 def _validate(module):
+    """Check every option before anything is sent; returns (body_pattern, targets, required, echo_timeout)."""
     params = module.params
+    url = params['url']
+    scheme, sep, rest = url.partition('://')
+    authority = rest.split('/', 1)[0].split('?', 1)[0].split('#', 1)[0]
+    if '@' in authority:
+        module.fail_json(msg='url must not contain credentials (user:password@): they would show in logs and in the '
+                             'result; use url_username and url_password')
+    if not sep or scheme.lower() not in ('http', 'https') or not authority:
+        module.fail_json(msg='url must be an http:// or https:// URL with a host, got %r' % (url,))
     if params['timeout'] <= 0:
         module.fail_json(msg='timeout must be greater than 0, got %s' % params['timeout'])
     if params['wait'] < 0:
@@ -252,18 +415,79 @@ def _validate(module):
         module.fail_json(msg='interval must not be negative, got %s' % params['interval'])
     if not params['expect_status']:
         module.fail_json(msg='expect_status must list at least one status code')
-    if params['echo_port'] is not None and not 0 < params['echo_port'] < 65536:
-        module.fail_json(msg='echo_port must be between 1 and 65535, got %s' % params['echo_port'])
+    _check_headers(module, 'headers', secret=False)
+    _check_headers(module, 'secret_headers', secret=True)
+    for option in ('echo_send', 'echo_expect'):
+        if '\n' in params[option] or '\r' in params[option]:
+            module.fail_json(msg='%s must be a single line: the echo protocol is line based and it contains a line '
+                                 'break (CR or LF), got %r' % (option, params[option]))
+
+    if params['echo_host'] is not None:
+        targets = [dict(host=params['echo_host'], port=params['echo_port'], name=None)]
+    elif params['echo_targets'] is not None:
+        targets = params['echo_targets']
+        if not targets:
+            module.fail_json(msg='echo_targets must list at least one target')
+    else:
+        targets = []
+    for index, target in enumerate(targets):
+        where = 'echo_port' if params['echo_host'] is not None else 'echo_targets[%d].port' % index
+        if not 0 < target['port'] < 65536:
+            module.fail_json(msg='%s must be between 1 and 65535, got %s' % (where, target['port']))
+        if not target['host']:
+            module.fail_json(msg='echo_targets[%d].host must not be empty' % index)
+    required = None
+    if targets:
+        try:
+            required = required_targets(params['echo_policy'], len(targets))
+        except ValueError as exc:
+            module.fail_json(msg='echo_policy %s' % exc)
     if params['echo_skip_lines'] < 0:
         module.fail_json(msg='echo_skip_lines must not be negative, got %s' % params['echo_skip_lines'])
-    if params['echo_timeout'] is not None and params['echo_timeout'] <= 0:
-        module.fail_json(msg='echo_timeout must be greater than 0, got %s' % params['echo_timeout'])
-    if params['expect_body'] is None:
-        return None
-    try:
-        return re.compile(params['expect_body'])
-    except re.error as exc:
-        module.fail_json(msg='expect_body is not a valid regular expression: %s' % exc)
+    if params['echo_timeout'] is not None:
+        if params['echo_timeout'] <= 0:
+            module.fail_json(msg='echo_timeout must be greater than 0, got %s' % params['echo_timeout'])
+        echo_timeout = params['echo_timeout']
+    else:
+        if params['echo_timeout_ms'] < 1:
+            module.fail_json(msg='echo_timeout_ms must be 1 or more, got %s' % params['echo_timeout_ms'])
+        echo_timeout = params['echo_timeout_ms'] / 1000.0
+
+    body_pattern = None
+    if params['expect_body'] is not None:
+        try:
+            body_pattern = re.compile(params['expect_body'])
+        except re.error as exc:
+            module.fail_json(msg='expect_body is not a valid regular expression: %s' % exc)
+    return body_pattern, targets, required, echo_timeout
+
+
+def _echo_result(params, last, targets):
+    """The echo part of the result, and its sentence for the message."""
+    verdict = last.echo
+    single = verdict.single
+    result = dict(
+        echo_ok=verdict.ok,
+        echo_up=verdict.up,
+        echo_required=verdict.required,
+        echo_results=[item.as_dict() for item in verdict.results],
+        echo_header=single.header if single else None,
+        echo_reply=single.reply if single else None,
+        echo_error=single.error if single else (None if verdict.ok else '%d of %d echo targets OK, %d required' % (
+            verdict.up, len(verdict.results), verdict.required)),
+        consistent=last.consistent,
+    )
+    if single:
+        where = single.label if params['echo_targets'] else '%s:%s' % (single.host, single.port)
+        text = '; echo check on %s: %s' % (where, describe_echo(single, params['echo_expect']))
+    else:
+        text = '; echo check: %s' % describe_targets(verdict, params['echo_expect'])
+    if last.stale:
+        text += (" (consistent: unknown, the page's verdict is %d ms old, formed before the direct check began; "
+                 "the echo server may have changed state since, so that is not a lie)" % last.http.age_ms)
+    else:
+        text += ' (consistent: %s)' % ('true' if last.consistent else 'false')
+    return result, text
 
 
 def main():
@@ -276,64 +500,72 @@ def main():
             wait=dict(type='float', default=0),
             interval=dict(type='float', default=0.5),
             headers=dict(type='dict'),
+            secret_headers=dict(type='dict', no_log=True),
+            url_username=dict(type='str'),
+            url_password=dict(type='str', no_log=True),
             validate_certs=dict(type='bool', default=True),
+            follow_redirects=dict(type='bool', default=False),
+            use_proxy=dict(type='bool', default=False),
             echo_host=dict(type='str'),
             echo_port=dict(type='int'),
+            echo_targets=dict(type='list', elements='dict', options=dict(
+                host=dict(type='str', required=True),
+                port=dict(type='int', required=True),
+                name=dict(type='str'),
+            )),
+            echo_policy=dict(type='raw', default='all'),
             echo_send=dict(type='str', default='check'),
             echo_expect=dict(type='str', default='check'),
             echo_skip_lines=dict(type='int', default=1),
+            echo_timeout_ms=dict(type='int', default=1000),
             echo_timeout=dict(type='float'),
         ),
-        required_together=[('echo_host', 'echo_port')],
+        required_together=[('echo_host', 'echo_port'), ('url_username', 'url_password')],
+        mutually_exclusive=[('echo_host', 'echo_targets'), ('echo_port', 'echo_targets'),
+                            ('echo_timeout', 'echo_timeout_ms')],
         supports_check_mode=True,
     )
     params = module.params
-    body_pattern = _validate(module)
+    body_pattern, targets, required, echo_timeout = _validate(module)
     expect_status = params['expect_status']
-    echo_on = params['echo_host'] is not None
-    echo_timeout = params['echo_timeout'] if params['echo_timeout'] is not None else params['timeout']
+    credentials = dict((str(k), str(v)) for k, v in (params['secret_headers'] or {}).items())
+    if params['url_username'] is not None:
+        credentials['Authorization'] = basic_auth(params['url_username'], params['url_password'])
 
-    def attempt():
-        http = http_get(params['url'], timeout=params['timeout'], headers=params['headers'],
-                        validate_certs=params['validate_certs'], max_body=MAX_BODY)
-        echo = None
-        if echo_on:
-            echo = echo_check(params['echo_host'], params['echo_port'], send=params['echo_send'],
-                              expect=params['echo_expect'], skip_lines=params['echo_skip_lines'],
-                              timeout=echo_timeout)
-        return evaluate(http, expect_status, body_pattern, echo)
+    def get():
+        return http_get(params['url'], timeout=params['timeout'], headers=params['headers'],
+                        validate_certs=params['validate_certs'], max_body=MAX_BODY, credentials=credentials,
+                        follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'])
 
-    outcome = poll(attempt, wait=params['wait'], interval=params['interval'])
+    def check():
+        return check_targets(targets, required, send=params['echo_send'], expect=params['echo_expect'],
+                             skip_lines=params['echo_skip_lines'], timeout=echo_timeout)
+
+    outcome = poll(lambda: attempt_once(get, check if targets else None, expect_status, body_pattern),
+                   wait=params['wait'], interval=params['interval'])
     last = outcome.last
     http = last.http
     result = dict(
         changed=False,
         url=params['url'],
+        final_url=http.url or params['url'],
         status=http.status,
         body=http.body,
         headers=http.headers,
         error=http.error,
         elapsed_ms=outcome.elapsed_ms,
         attempts=outcome.attempts,
+        verdict_age_ms=http.age_ms,
     )
     echo_text = ''
-    if echo_on:
-        echo = last.echo
-        result.update(
-            echo_ok=echo.ok,
-            echo_header=echo.header,
-            echo_reply=echo.reply,
-            echo_error=echo.error,
-            consistent=last.consistent,
-        )
-        echo_text = '; echo check on %s:%s: %s (consistent: %s)' % (
-            params['echo_host'], params['echo_port'], describe_echo(echo, params['echo_expect']),
-            'true' if last.consistent else 'false')
+    if targets:
+        echo_result, echo_text = _echo_result(params, last, targets)
+        result.update(echo_result)
 
     spent = describe_attempts(outcome.attempts, outcome.elapsed_ms)
     if outcome.success:
         got = '%s (body %r)' % (http.status, body_snippet(http.body))
-        result['msg'] = 'got %s from %s after %s%s' % (got, params['url'], spent, echo_text)
+        result['msg'] = 'got %s from %s after %s%s' % (got, http.url or params['url'], spent, echo_text)
         module.exit_json(**result)
 
     result['msg'] = '%s, last got %s after %s%s' % (
