@@ -207,25 +207,29 @@ def _tls_handshake(sock, host, validate_certs, deadline, progress):
             tls.do_handshake()
             break
         except ssl.SSLWantReadError:
-            readable, writable = [tls], []
+            select.select([tls], [], [], deadline.left())
         except ssl.SSLWantWriteError:
-            readable, writable = [], [tls]
-        select.select(readable, writable, [], deadline.left())
+            select.select([], [tls], [], deadline.left())
     tls.setblocking(True)
     return tls
 
 
-def _check_header(name, value):
+def check_header(name, value):
+    """Raise ``ValueError`` for a header that cannot be sent as is (the value is never quoted)."""
     if not _HEADER_NAME_RE.match(name):
-        raise ValueError('invalid header name %r' % (name,))
+        raise ValueError('%r is not a valid HTTP header name' % (name,))
     if '\r' in value or '\n' in value:
-        raise ValueError('the value of header %r contains a line break' % (name,))
+        raise ValueError('the value of header %r contains a line break (CR or LF)' % (name,))
+    try:
+        value.encode('latin-1')
+    except UnicodeEncodeError:
+        raise ValueError('the value of header %r has characters outside Latin-1' % (name,))
 
 
 def _request_bytes(method, target, host, headers):
     lines = ['%s %s HTTP/1.1' % (method, target), 'Host: %s' % host]
     for name, value in headers:
-        _check_header(name, value)
+        check_header(name, value)
         lines.append('%s: %s' % (name, value))
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
 
@@ -458,10 +462,8 @@ def http_get(url, timeout=5.0, headers=None, validate_certs=True, max_body=MAX_B
     plain = [(str(k), str(v)) for k, v in (headers or {}).items()]
     secret = [(str(k), str(v)) for k, v in (credentials or {}).items()]
     names = set(name.lower() for name, _value in plain + secret)
-    defaults = [(name, value) for name, value in (('User-Agent', 'checktcp-status-probe'),
-                                                   ('Accept-Encoding', 'identity'),
-                                                   ('Connection', 'close'))
-                if name.lower() not in names]
+    fixed = (('User-Agent', 'checktcp-status-probe'), ('Accept-Encoding', 'identity'), ('Connection', 'close'))
+    defaults = [(name, value) for name, value in fixed if name.lower() not in names]
     progress = {}
     current = url
     origin = None

@@ -26,7 +26,7 @@ description:
   - The direct check runs first, then the request. When they disagree the module tells a lie
     from a change of state. A verdict formed before the direct check began (its age comes from
     the page's C(x-checktcp-age-ms) header; a cached page's verdict may be up to
-    C(haproxy_checktcp_interval_ms + haproxy_checktcp_timeout_ms) old) is not judged:
+    C(haproxy_checktcp_interval_ms + haproxy_checktcp_timeout_ms) old) is not judged;
     RV(consistent) is V(null) and the module polls on. Otherwise a second direct check decides;
     if it agrees with the page, the echo server changed state meanwhile and the page is right,
     if it disagrees too, the page lies (RV(consistent) is V(false)).
@@ -82,8 +82,8 @@ options:
     type: dict
   secret_headers:
     description:
-      - Extra HTTP request headers that carry secrets, for instance
-        V({"Authorization": "Bearer ..."}); their values are kept out of logs and results.
+      - 'Extra HTTP request headers that carry secrets, for instance V({"Authorization": "Bearer ..."});
+        their values are kept out of logs and results.'
       - Sent only to the origin (scheme, host and port) of O(url), never after a redirect to
         another one.
     type: dict
@@ -200,7 +200,7 @@ notes:
   - The requests are sent from the managed host; delegate the task to probe from elsewhere.
   - With the echo check and no HTTP answer at all, the status page counts as KO.
   - The HTTP client is the module's own, so that O(timeout) bounds the whole exchange; it speaks
-    HTTP/1.1 with C(Connection: close) and basic authentication only.
+    HTTP/1.1 with C(Connection close) and basic authentication only.
 seealso:
   - module: ansible.builtin.uri
   - module: ansible.builtin.wait_for
@@ -365,6 +365,7 @@ from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.probe import 
     attempt_once,
     basic_auth,
     body_snippet,
+    check_header,
     check_targets,
     describe_attempts,
     describe_echo,
@@ -376,21 +377,13 @@ from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.probe import 
     required_targets,
 )
 
-_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
 
 def _check_headers(module, option, secret):
-    headers = module.params[option] or {}
-    for name, value in headers.items():
-        if not _HEADER_NAME_RE.match(str(name)):
-            module.fail_json(msg='%s: %r is not a valid HTTP header name' % (option, name))
-        text = str(value)
-        if '\r' in text or '\n' in text:
-            module.fail_json(msg='%s: the value of header %r contains a line break (CR or LF)' % (option, name))
+    for name, value in (module.params[option] or {}).items():
         try:
-            text.encode('latin-1')
-        except UnicodeEncodeError:
-            module.fail_json(msg='%s: the value of header %r has characters outside Latin-1' % (option, name))
+            check_header(str(name), str(value))
+        except ValueError as exc:
+            module.fail_json(msg='%s: %s' % (option, exc))
         if not secret and str(name).lower() in CREDENTIAL_HEADERS:
             module.fail_json(msg='headers must not carry credentials (%s): headers are logged and returned; '
                                  'use url_username and url_password, or secret_headers' % name)

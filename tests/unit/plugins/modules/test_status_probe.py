@@ -457,7 +457,7 @@ def _echo_credentials(count, handler):
     auth = handler.headers.get('Authorization', '')
     user = password = ''
     if auth.startswith('Basic '):
-        user, _, password = base64.b64decode(auth[6:]).decode().partition(':')
+        user, _colon, password = base64.b64decode(auth[6:]).decode().partition(':')
     token = handler.headers.get('X-Token', '')
     return 200, 'OK user=%s password=%s token=%s' % (user, password, token), {'Content-Type': 'text/plain'}
 
