@@ -197,3 +197,37 @@ def test_echo_check_overlong_line(echo_server):
 
     assert result.ok is False
     assert result.error == 'invalid answer while waiting for the header line: line longer than %d bytes' % probe.MAX_LINE
+
+
+@pytest.mark.parametrize('policy, count, required', [
+    pytest.param('all', 3, 3, id='all'),
+    pytest.param('any', 3, 1, id='any'),
+    pytest.param('ALL', 2, 2, id='case'),
+    pytest.param(2, 3, 2, id='number'),
+    pytest.param('3', 3, 3, id='number-as-string'),
+])
+def test_required_targets(policy, count, required):
+    assert probe.required_targets(policy, count) == required
+
+
+@pytest.mark.parametrize('policy', [0, 4, '-1', 'most', '', None, 1.5])
+def test_required_targets_refused(policy):
+    with pytest.raises(ValueError) as excinfo:
+        probe.required_targets(policy, 3)
+
+    assert 'must be all, any or a number from 1 to 3' in str(excinfo.value)
+
+
+@pytest.mark.parametrize('header, age', [
+    pytest.param('1500', 1500, id='number'),
+    pytest.param(' 7 ', 7, id='spaces'),
+    pytest.param('-3', None, id='negative'),
+    pytest.param('soon', None, id='garbage'),
+    pytest.param(None, None, id='absent'),
+])
+def test_verdict_age(header, age):
+    headers = {} if header is None else {'x-checktcp-age-ms': header}
+    http = probe.HttpResult(status=200, headers=headers, answered_at=50.0)
+
+    assert http.age_ms == age
+    assert http.verdict_at == pytest.approx(50.0 - (age or 0) / 1000.0)

@@ -577,3 +577,14 @@ def test_https_through_a_tunnelling_proxy(run_module, https_server, tunnel_proxy
     assert rc == 0, result['msg']
     assert tunnel_proxy.lines == ['CONNECT %s HTTP/1.1' % server.url.split('/')[2]]
     assert server.count == 1
+
+
+def test_timeout_bounds_the_tls_handshake(run_module, silent_port):
+    started = time.monotonic()
+
+    rc, result = run_module(status_probe, dict(url='https://127.0.0.1:%d/' % silent_port, timeout=0.5))
+
+    took = time.monotonic() - started
+    assert rc == 1
+    assert took < 0.5 + 0.5
+    assert result['error'] == 'timed out after 0.5 s in the TLS handshake'
