@@ -227,7 +227,11 @@ def check_header(name, value):
 
 
 def _request_bytes(method, target, host, headers):
-    lines = ['%s %s HTTP/1.1' % (method, target), 'Host: %s' % host]
+    if re.search(r'[\x00-\x20\x7f]', target):
+        raise ValueError('the URL contains spaces or control characters (percent-encode them): %s' % (target,))
+    lines = ['%s %s HTTP/1.1' % (method, target)]
+    if not any(name.lower() == 'host' for name, _value in headers):
+        lines.append('Host: %s' % host)
     for name, value in headers:
         check_header(name, value)
         lines.append('%s: %s' % (name, value))

@@ -27,7 +27,8 @@ class HttpHandler(BaseHTTPRequestHandler):
         with server.lock:
             server.count += 1
             count = server.count
-            server.requests.append(dict(path=self.path, headers=dict(self.headers.items())))
+            server.requests.append(dict(path=self.path, headers=dict(self.headers.items()),
+                                        header_list=list(self.headers.items())))
         status, body, headers = server.responder(count, self)
         if isinstance(body, str):
             body = body.encode('utf-8')

@@ -231,3 +231,29 @@ def test_verdict_age(header, age):
 
     assert http.age_ms == age
     assert http.verdict_at == pytest.approx(50.0 - (age or 0) / 1000.0)
+
+
+@pytest.mark.parametrize('headers, host', [
+    pytest.param(None, None, id='host-from-url'),
+    pytest.param({'Host': 'status.example.com'}, 'status.example.com', id='host-given'),
+])
+def test_http_get_sends_one_host_header(http_server, headers, host):
+    server = http_server(constant(200))
+
+    result = probe.http_get(server.url, timeout=2, headers=headers)
+
+    assert result.status == 200
+    sent = server.requests[0]['headers']
+    assert [value for name, value in server.requests[0]['header_list'] if name.lower() == 'host'] == [
+        host or server.url.split('/')[2]]
+    assert sent['Connection'] == 'close'
+
+
+def test_http_get_refuses_a_url_with_spaces(http_server):
+    server = http_server(constant(200))
+
+    result = probe.http_get(server.url + 'a b', timeout=2)
+
+    assert result.status is None
+    assert 'spaces or control characters' in result.error
+    assert server.count == 0
