@@ -424,11 +424,11 @@ def _validate(module):
     else:
         targets = []
     for index, target in enumerate(targets):
-        where = 'echo_port' if params['echo_host'] is not None else 'echo_targets[%d].port' % index
+        where = 'echo_' if params['echo_host'] is not None else 'echo_targets[%d].' % index
         if not 0 < target['port'] < 65536:
-            module.fail_json(msg='%s must be between 1 and 65535, got %s' % (where, target['port']))
-        if not target['host']:
-            module.fail_json(msg='echo_targets[%d].host must not be empty' % index)
+            module.fail_json(msg='%sport must be between 1 and 65535, got %s' % (where, target['port']))
+        if not target['host'].strip():
+            module.fail_json(msg='%shost must not be empty' % where)
     required = None
     if targets:
         try:
@@ -455,7 +455,7 @@ def _validate(module):
     return body_pattern, targets, required, echo_timeout
 
 
-def _echo_result(params, last, targets):
+def _echo_result(params, last):
     """The echo part of the result, and its sentence for the message."""
     verdict = last.echo
     single = verdict.single
@@ -552,7 +552,7 @@ def main():
     )
     echo_text = ''
     if targets:
-        echo_result, echo_text = _echo_result(params, last, targets)
+        echo_result, echo_text = _echo_result(params, last)
         result.update(echo_result)
 
     spent = describe_attempts(outcome.attempts, outcome.elapsed_ms)

@@ -433,14 +433,19 @@ def test_echo_targets_are_checked_concurrently(run_module, http_server, silent_p
     pytest.param(dict(echo_policy=3), 'echo_policy must be all, any or a number from 1 to 1', id='policy-too-big'),
     pytest.param(dict(echo_policy='most'), 'echo_policy must be all, any or a number', id='policy-word'),
     pytest.param(dict(echo_timeout_ms=0), 'echo_timeout_ms must be 1 or more', id='zero-echo-timeout'),
-    pytest.param(dict(echo_targets=[dict(host='127.0.0.1', port=1)]), 'mutually exclusive: echo_host|echo_targets',
-                 id='host-and-targets'),
+    pytest.param(dict(echo_host='127.0.0.1', echo_port=1, echo_targets=[dict(host='127.0.0.1', port=1)]),
+                 'mutually exclusive: echo_host|echo_targets', id='host-and-targets'),
     pytest.param(dict(echo_targets=[]), 'echo_targets must list at least one target', id='no-targets',),
+    pytest.param(dict(echo_targets=[dict(host='127.0.0.1', port=0)]), 'echo_targets[0].port must be between 1 and',
+                 id='bad-target-port'),
+    pytest.param(dict(echo_targets=[dict(host=' ', port=8080)]), 'echo_targets[0].host must not be empty',
+                 id='empty-target-host'),
+    pytest.param(dict(echo_host=''), 'echo_host must not be empty', id='empty-echo-host'),
 ])
 def test_invalid_echo_arguments(run_module, http_server, echo_server, args, message):
     server = http_server(constant(200))
     host, port = echo_server('ok')
-    if 'echo_targets' in args and args['echo_targets'] == []:
+    if 'echo_targets' in args:
         base = dict(url=server.url)
     else:
         base = dict(url=server.url, echo_host=host, echo_port=port)
