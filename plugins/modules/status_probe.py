@@ -78,7 +78,8 @@ options:
     description:
       - 'Extra HTTP request headers, for instance V({"Accept": "application/json"}).'
       - They are logged like any option, so credentials (C(Authorization), C(Proxy-Authorization),
-        C(Cookie)) are refused here; use O(url_username) and O(url_password), or O(secret_headers).
+        C(Cookie)) are refused here; use O(url_username) and O(url_password), and put those and any
+        other header that carries a secret (an API key) in O(secret_headers).
     type: dict
   secret_headers:
     description:
