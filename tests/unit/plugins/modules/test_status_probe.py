@@ -305,7 +305,7 @@ def test_timeout_bounds_whole_exchange(run_module, raw_server, phase, status, er
 
     took = time.monotonic() - started
     assert rc == 1
-    assert took < 0.5 + 0.5
+    assert took < 0.5 + 1.0  # slack for a loaded machine; the server trickles for 6 s
     assert result['status'] == status
     assert result['error'] == error
     assert error in result['msg']
@@ -419,11 +419,11 @@ def test_echo_targets_are_checked_concurrently(run_module, http_server, silent_p
     started = time.monotonic()
 
     rc, result = run_module(status_probe, dict(url=server.url, expect_status=503, echo_targets=targets,
-                                               echo_timeout_ms=500))
+                                               echo_timeout_ms=1000))
 
     took = time.monotonic() - started
     assert rc == 0, result['msg']
-    assert took < 0.5 + 0.5
+    assert took < 1.0 + 0.8  # one after the other would take 2 s
     assert result['echo_up'] == 0
 
 
@@ -591,5 +591,5 @@ def test_timeout_bounds_the_tls_handshake(run_module, silent_port):
 
     took = time.monotonic() - started
     assert rc == 1
-    assert took < 0.5 + 0.5
+    assert took < 0.5 + 1.0
     assert result['error'] == 'timed out after 0.5 s in the TLS handshake'
