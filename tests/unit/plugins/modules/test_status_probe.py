@@ -593,3 +593,21 @@ def test_timeout_bounds_the_tls_handshake(run_module, silent_port):
     assert rc == 1
     assert took < 0.5 + 1.0
     assert result['error'] == 'timed out after 0.5 s in the TLS handshake'
+
+
+def test_polls_past_a_stale_verdict(run_module, http_server, closed_port):
+    """A cached page still says OK from before the echo server died: not judged, polled again until fresh."""
+    def responder(count, handler):
+        if count <= 2:
+            return 200, status_page('OK'), {'x-checktcp-age-ms': '2500'}
+        return 503, status_page('KO'), {'x-checktcp-age-ms': '0'}
+    server = http_server(responder)
+
+    rc, result = run_module(status_probe, dict(url=server.url, expect_status=[200, 503], echo_host='127.0.0.1',
+                                               echo_port=closed_port, wait=3, interval=0.05))
+
+    assert rc == 0, result['msg']
+    assert result['attempts'] == 3
+    assert result['status'] == 503
+    assert result['consistent'] is True
+    assert result['verdict_age_ms'] == 0
