@@ -14,6 +14,8 @@ export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 CHECKTCP_ID=${CHECKTCP_ID:-checktcp-$(printf '%s' "$CHECKTCP_ROOT" | sha256sum | cut -c1-8)}
 export CHECKTCP_ID
 export XDG_CACHE_HOME="$CHECKTCP_ROOT/.cache"
+# benchmarks/bench.py keeps its logs there.
+export CHECKTCP_CACHE="$XDG_CACHE_HOME/checktcp"
 # The collection is used in place, through a link inside the clone's cache.
 export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections"
 VENV="$CHECKTCP_ROOT/.venv"

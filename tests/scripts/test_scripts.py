@@ -93,6 +93,7 @@ def test_two_clones_get_distinct_names_and_caches(two_clones):
     for clone in two_clones:
         assert lib_value(clone, "XDG_CACHE_HOME") == str(clone / ".cache")
         assert lib_value(clone, "ANSIBLE_COLLECTIONS_PATH").startswith(str(clone / ".cache"))
+        assert lib_value(clone, "CHECKTCP_CACHE").startswith(str(clone / ".cache"))
     # Same recipe, same image; images are shared, never a clone's own.
     assert lib_value(one, "CHECKTCP_IMAGE_12") == lib_value(two, "CHECKTCP_IMAGE_12")
 
@@ -109,12 +110,12 @@ def test_ansible_test_copies_are_named_after_the_clone(two_clones, tmp_path):
 def test_nothing_outside_the_clone_has_a_fixed_name():
     """Names the scripts and loopback tests give on the host carry CHECKTCP_ID or stay inside the clone.
 
-    Allowed: the shared image names (tagged by recipe), the echo unit (inside containers), the
-    tarball's own name (inside a private temporary directory).
+    Allowed: the shared image names (tagged by recipe), names inside containers (the echo unit,
+    the benchmark's fast echo server), the tarball's own name (inside a private temporary directory).
     """
-    result = run(["git", "grep", "-nE", r"""[/"' ]checktcp-[a-z]|~/\.cache|HOME/\.cache""", "--", "scripts", "tests/lua", "ansible.cfg"])
+    result = run(["git", "grep", "-nE", r"""[/"' ]checktcp-[a-z]|~/\.cache|HOME/\.cache""", "--", "scripts", "tests/lua", "benchmarks/*.py", "benchmarks/run", "ansible.cfg"])
     fixed = [line for line in result.stdout.splitlines()
-             if not any(allowed in line for allowed in ("checktcp-debian:", "checktcp-echo", "/checktcp-haproxy_lua-"))]
+             if not any(allowed in line for allowed in ("checktcp-debian:", "checktcp-echo", "checktcp-fast-echo", "checktcp-bench-echo", "/checktcp-haproxy_lua-"))]
     assert fixed == []
 
 
