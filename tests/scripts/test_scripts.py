@@ -113,9 +113,10 @@ def test_nothing_outside_the_clone_has_a_fixed_name():
     Allowed: the shared image names (tagged by recipe), names inside containers (the echo unit,
     the benchmark's fast echo server), the tarball's own name (inside a private temporary directory).
     """
-    result = run(["git", "grep", "-nE", r"""[/"' ]checktcp-[a-z]|~/\.cache|HOME/\.cache""", "--", "scripts", "tests/lua", "benchmarks/*.py", "benchmarks/run", "ansible.cfg"])
-    fixed = [line for line in result.stdout.splitlines()
-             if not any(allowed in line for allowed in ("checktcp-debian:", "checktcp-echo", "checktcp-fast-echo", "checktcp-bench-echo", "/checktcp-haproxy_lua-"))]
+    result = run(["git", "grep", "-nE", r"""[/"' ]checktcp-[a-z]|~/\.cache|HOME/\.cache""",
+                  "--", "scripts", "tests/lua", "benchmarks/*.py", "benchmarks/run", "ansible.cfg"])
+    allowed = ("checktcp-debian:", "checktcp-echo", "checktcp-fast-echo", "checktcp-bench-echo", "/checktcp-haproxy_lua-")
+    fixed = [line for line in result.stdout.splitlines() if not any(name in line for name in allowed)]
     assert fixed == []
 
 
