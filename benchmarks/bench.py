@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark of the checktcp status page; run it through benchmarks/run.
 
-Deploys site.yml into the podman container checktcp-bench (or reuses it),
+Deploys site.yml into the podman container $CHECKTCP_ID-bench (or reuses it),
 swaps the Python echo server for benchmarks/fast_echo.c, and measures, in
 each mode (cached, then live), the native HAProxy ceiling and the status page
 with wrk, the probes the echo server receives, and how fast a dead or hung
@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 
-NAME = "checktcp-bench"
-IMAGE = "localhost/checktcp-debian:12"
+NAME = os.environ["CHECKTCP_ID"] + "-bench"  # named after the clone (scripts/lib.sh)
+# Tagged with a hash of its recipe; benchmarks/run gets it from scripts/lib.sh.
+IMAGE = os.environ["CHECKTCP_IMAGE_12"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 INVENTORY = os.path.join(BENCH, "inventory.yml")
@@ -36,7 +37,7 @@ CONTROL_PORT = 9081      # fast_echo's control port
 FAST_ECHO = "/usr/local/bin/checktcp-fast-echo"
 FAST_ECHO_UNIT = "checktcp-bench-echo"
 CONNECTIONS = (1, 50, 500)
-LOGS = os.path.join(os.environ.get("CHECKTCP_CACHE", os.path.expanduser("~/.cache/checktcp")), "bench-logs")
+LOGS = os.path.join(os.environ["CHECKTCP_CACHE"], "bench-logs")  # inside the clone (scripts/lib.sh)
 
 
 def log(msg):

@@ -14,38 +14,62 @@ export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 CHECKTCP_ID=${CHECKTCP_ID:-checktcp-$(printf '%s' "$CHECKTCP_ROOT" | sha256sum | cut -c1-8)}
 export CHECKTCP_ID
 export XDG_CACHE_HOME="$CHECKTCP_ROOT/.cache"
+# benchmarks/bench.py keeps its logs there.
+export CHECKTCP_CACHE="$XDG_CACHE_HOME/checktcp"
 # The collection is used in place, through a link inside the clone's cache.
 export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections"
 VENV="$CHECKTCP_ROOT/.venv"
+
+# The one place that knows the test images' tags: Debian version plus a hash
+# of the recipe (scripts/build-image), so a changed recipe rebuilds the image.
+image_ref() {
+  local version
+  case ${1:-} in
+    12 | bookworm) version=12 ;;
+    13 | trixie) version=13 ;;
+    forky) version=forky ;;
+    *) echo "image_ref: unknown image '${1:-}' (12|bookworm, 13|trixie or forky)" >&2; return 2 ;;
+  esac
+  printf 'localhost/checktcp-debian:%s-%s\n' "$version" \
+    "$(sha256sum "$CHECKTCP_ROOT/scripts/build-image" | cut -c1-8)"
+}
+CHECKTCP_IMAGE_12=$(image_ref 12)
+CHECKTCP_IMAGE_13=$(image_ref 13)
+CHECKTCP_IMAGE_FORKY=$(image_ref forky)
+export CHECKTCP_IMAGE_12 CHECKTCP_IMAGE_13 CHECKTCP_IMAGE_FORKY
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # System packages: podman runs the systemd containers (with runc), debootstrap
-# builds their image, haproxy runs the loopback Lua tests, wrk the benchmarks.
+# builds their image, haproxy runs the loopback Lua tests, wrk the benchmarks,
+# and shellcheck lets ansible-test sanity check the shell scripts.
 ensure_system_packages() {
-  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk) missing=() pkg
+  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk shellcheck) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
   [[ $(id -u) -eq 0 ]] || die "run as root, or install: ${missing[*]}"
   log "installing system packages: ${missing[*]}"
-  apt-get update -qq
+  apt-get update -qq || return 1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The pinned tools in .venv, reinstalled only when requirements change.
+# The pinned tools in .venv, reinstalled only when requirements change. The
+# stamp is written only after every install succeeded: a failed install
+# fails here and again on the next run, never leaves a half-built .venv in use.
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256" sum
-  sum=$(sha256sum "$CHECKTCP_ROOT/requirements/test.txt" | cut -d' ' -f1)
-  if [[ -x "$VENV/bin/python" && -f "$stamp" && $(cat "$stamp") == "$sum" ]]; then
-    :
-  else
+  sum=$(sha256sum "$CHECKTCP_ROOT/requirements/test.txt" | cut -d' ' -f1) || return 1
+  if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" || $(cat "$stamp") != "$sum" ]]; then
     log "installing the pinned tools into .venv"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r "$CHECKTCP_ROOT/requirements/test.txt"
+    rm -f "$stamp"
+    if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --upgrade pip \
+      && "$VENV/bin/pip" install -q -r "$CHECKTCP_ROOT/requirements/test.txt"; }; then
+      printf 'error: installing requirements/test.txt into %s failed\n' "$VENV" >&2
+      return 1
+    fi
     echo "$sum" >"$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
@@ -53,12 +77,69 @@ ensure_venv() {
 
 link_collection() {
   local dir="$ANSIBLE_COLLECTIONS_PATH/ansible_collections/checktcp"
-  mkdir -p "$dir"
-  ln -sfn "$CHECKTCP_ROOT" "$dir/haproxy_lua"
+  mkdir -p "$dir" && ln -sfn "$CHECKTCP_ROOT" "$dir/haproxy_lua"
 }
 
+# Returns non-zero when any part fails (callers stop: `setup_all || exit 1`).
 setup_all() {
-  ensure_system_packages
-  ensure_venv
-  link_collection
+  ensure_system_packages && ensure_venv && link_collection
+}
+
+# The control-node matrix: ansible-core minors from requirements/control-nodes.txt.
+CHECKTCP_CORES=$(sed -n 's/^ansible-core==\([0-9]*\.[0-9]*\)\..*/\1/p' \
+  "$CHECKTCP_ROOT/requirements/control-nodes.txt" | xargs)
+export CHECKTCP_CORES
+
+# A venv holding only ansible-core 2.X (its pin), under the clone's cache;
+# prints its path. Reinstalled when the pin changes; stamped only on success.
+ensure_core_venv() {
+  local minor=$1 pin venv stamp
+  pin=$(grep -x "ansible-core==${minor//./\\.}\.[0-9]*" "$CHECKTCP_ROOT/requirements/control-nodes.txt") \
+    || { printf 'error: no ansible-core %s in requirements/control-nodes.txt\n' "$minor" >&2; return 1; }
+  venv="$XDG_CACHE_HOME/ansible-core-$minor"
+  stamp="$venv/.pin"
+  if [[ ! -x "$venv/bin/ansible-playbook" || ! -f "$stamp" || $(cat "$stamp") != "$pin" ]]; then
+    log "installing $pin into $venv"
+    rm -rf "$venv"
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "$pin"; } >&2; then
+      printf 'error: installing %s into %s failed\n' "$pin" "$venv" >&2
+      return 1
+    fi
+    echo "$pin" >"$stamp"
+  fi
+  echo "$venv"
+}
+
+# ansible-test sanity (empty ignore files) with the repo's ansible-test, or
+# the one given; fails too when a test was skipped for want of a tool (a
+# missing shellcheck is only a warning to ansible-test).
+sanity() {
+  local out rc
+  out=$(mktemp "${TMPDIR:-/tmp}/$CHECKTCP_ID-sanity.XXXXXX")
+  CHECKTCP_ANSIBLE_TEST=${1:-} "$CHECKTCP_ROOT/scripts/ansible-test" sanity --venv --python 3.11 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  if grep -E 'Required program ".*" not found' "$out" >&2; then
+    printf 'error: ansible-test skipped a sanity test for want of a program\n' >&2
+    rc=1
+  fi
+  rm -f "$out"
+  return "$rc"
+}
+
+# Waits up to 10 s for the status page inside container NAME to answer CODE
+# with WORD (OK or KO) in its title.
+expect_page() {
+  local name=$1 code=$2 word=$3 answer deadline=$((SECONDS + 10))
+  while :; do
+    answer=$(podman exec "$name" curl -s --max-time 5 -w ' %{http_code}' http://127.0.0.1/)
+    if [[ $answer == *"<h1>$word</h1>"*" $code" ]]; then
+      log "status page: $code $word"
+      return 0
+    fi
+    if [[ $SECONDS -ge $deadline ]]; then
+      printf 'error: expected %s %s from %s, got: %s\n' "$code" "$word" "$name" "$answer" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
 }

@@ -38,7 +38,8 @@ LOOPBACK = "127.0.0.1"
 CONNECTION_LIFETIME = 5.0
 # More than HAProxy's clock resolution (1 ms): see FakeEchoServer.behave.
 SETTLE = 0.005
-FAILURE_TABLE_FILE = "checktcp-failure-table.md"
+# Inside the clone, so two clones testing side by side never share it.
+FAILURE_TABLE_FILE = REPO / ".cache" / "failure-table.md"
 
 FAILURE_TABLE = pytest.StashKey[list]()
 
@@ -518,7 +519,8 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     text = "| case | verdict | time to verdict (ms) |\n|---|---|---:|\n"
     text += "".join("| %s | %s | %d |\n" % row for row in rows)
-    path = pathlib.Path(os.environ.get("TMPDIR") or "/tmp", FAILURE_TABLE_FILE)
+    path = FAILURE_TABLE_FILE
+    path.parent.mkdir(exist_ok=True)
     path.write_text(text)
     terminalreporter.write_sep("-", "checktcp failure modes (also in %s)" % path)
     terminalreporter.write(text)

@@ -5,7 +5,9 @@
 
 """Unit tests of the probe module_utils: pure helpers and loopback exchanges."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+__metaclass__ = type
 
 import re
 import socket

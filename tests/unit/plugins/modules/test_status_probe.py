@@ -5,7 +5,9 @@
 
 """Unit tests of the status_probe module against real loopback servers."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+__metaclass__ = type
 
 import base64
 import json
