@@ -2,19 +2,25 @@
 """Abuse the echo server on 127.0.0.1:8080 and report what happened as JSON (stdlib only).
 
 Binary garbage, a 1 MiB line, 1000 idle connections at once, a slow client,
-and an idle connection left alone; each measured, none judged here.
+an idle connection left alone, and 1000 clients that send lines and never
+read the echoes; each measured, none judged here.
 """
 
 import json
+import re
 import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 
 ADDR = ("127.0.0.1", 8080)
+ECHO_UNIT = "checktcp-echo.service"
 IDLE_CONNECTIONS = 1000
+NEVER_READING_CLIENTS = 1000
 
 
 def connect(timeout=5.0):
@@ -157,10 +163,72 @@ def idle_close():
     return {"closed": closed, "seconds": round(time.monotonic() - started, 3)}
 
 
-def main():
+def unit_memory():
+    """The echo unit's main PID, its VmRSS and the unit's MemoryCurrent, in bytes (None if unknown)."""
+    def show(prop):
+        return subprocess.run(["systemctl", "show", "-p", prop, "--value", ECHO_UNIT],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    pid = int(show("MainPID") or 0)
+    rss = None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
+    except (OSError, AttributeError):
+        pass
+    current = show("MemoryCurrent")
+    return {"pid": pid, "rss": rss, "memory_current": int(current) if current.isdigit() else None}
+
+
+def never_reading():
+    """1000 clients send 64-byte lines as fast as the server takes them and never read."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    before = unit_memory()
+    block = (b"n" * 63 + b"\n") * 1024
+    socks, sent, peak = [], 0, {}
+    started = time.monotonic()
+    try:
+        for _n in range(NEVER_READING_CLIENTS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(ADDR)
+            sock.setblocking(False)
+            socks.append(sock)
+        while time.monotonic() - started < 20:
+            round_sent = 0
+            for sock in socks:
+                try:
+                    round_sent += sock.send(block)
+                except OSError:  # full (the server stopped reading) or closed by it
+                    pass
+            sent += round_sent
+            now = unit_memory()
+            if (now["rss"] or 0) > (peak.get("rss") or 0):
+                peak = now
+            if not round_sent:
+                break
+        time.sleep(0.5)
+        during = unit_memory()
+        good = well_behaved()
+        page_started = time.monotonic()
+        page = {"status": status_page(), "ms": round((time.monotonic() - page_started) * 1000)}
+    finally:
+        for sock in socks:
+            sock.close()
+    return {"clients": len(socks), "sent_mib": round(sent / 1048576, 1), "before": before,
+            "peak": peak, "during": during, "well_behaved": good, "status_page": page,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+STEPS = {"garbage": garbage, "long_line": long_line, "idle_many": idle_many,
+         "slow_client": slow_client, "idle_close": idle_close}
+# Run alone (`abuse.py never_reading`): it wants the default idle timeout.
+OTHER_STEPS = {"never_reading": never_reading}
+
+
+def main(names):
     report = {}
-    for name, step in (("garbage", garbage), ("long_line", long_line), ("idle_many", idle_many),
-                       ("slow_client", slow_client), ("idle_close", idle_close)):
+    for name in names or STEPS:
+        step = STEPS.get(name) or OTHER_STEPS[name]
         try:
             report[name] = step()
         except OSError as exc:
@@ -170,4 +238,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,0 +1,29 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every Python program of the collection names python3: Debian has no `python`."""
+
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+SKIP_DIRS = {".git", ".venv", ".cache", "output", "__pycache__", "node_modules"}
+# Ansible replaces a module's shebang with the interpreter it discovers on the
+# target, and ansible-test requires exactly this one.
+MODULE_SHEBANG = "#!/usr/bin/python"
+
+
+def python_shebangs():
+    for path in ROOT.rglob("*"):
+        if not path.is_file() or SKIP_DIRS & set(path.relative_to(ROOT).parts):
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline(200)
+        if first.startswith(b"#!") and b"python" in first:
+            yield path.relative_to(ROOT).as_posix(), first.decode(errors="replace").strip()
+
+
+def test_python_shebangs_name_python3():
+    found = dict(python_shebangs())
+    assert "roles/echo_server/files/checktcp_echo.py" in found, sorted(found)
+    wrong = {path: line for path, line in found.items()
+             if not (path.startswith("plugins/modules/") and line == MODULE_SHEBANG)
+             and line.split("/")[-1].split()[-1] != "python3"}
+    assert not wrong, wrong
