@@ -220,10 +220,10 @@ class Playbook:
     """Runs apply.yml (site.yml) against the scenario's instance, as a subprocess."""
 
     @staticmethod
-    def start(extra_vars=None):
+    def start(extra_vars=None, playbook_file="apply.yml"):
         """Start a run with extra vars given as JSON; finish it with finish()."""
         args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-                os.path.join(SCENARIO_DIR, "apply.yml")]
+                os.path.join(SCENARIO_DIR, playbook_file)]
         if extra_vars is not None:
             args += ["-e", json.dumps(extra_vars)]
         # pylint: disable-next=consider-using-with
@@ -235,8 +235,8 @@ class Playbook:
         output = proc.communicate(timeout=timeout)[0]
         return Run(proc.returncode, output)
 
-    def run(self, extra_vars=None, timeout=300):
-        return self.finish(self.start(extra_vars), timeout)
+    def run(self, extra_vars=None, timeout=300, playbook_file="apply.yml"):
+        return self.finish(self.start(extra_vars, playbook_file), timeout)
 
 
 @pytest.fixture(scope="module")

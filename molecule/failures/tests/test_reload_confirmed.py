@@ -1,0 +1,96 @@
+"""haproxy-validate accepts valid configurations, and a reload counts only once HAProxy runs the new files.
+
+- `noreuseport`: HAProxy then holds its ports without SO_REUSEPORT, and the
+  test bind of the next run must not fail on them;
+- a bind with an environment variable ("${VAR-default}") is expanded, never a
+  traceback;
+- a reload HAProxy fails to load (a port taken after validation, before the
+  handlers) fails the play and leaves the "files loaded" fingerprint
+  unrecorded, so the next run reloads again.
+"""
+
+import pytest
+
+LOADED = "/etc/haproxy/lua/loaded.sha256"
+VALIDATED_TASK = "Render haproxy.cfg, validated by HAProxy"
+WAIT_TASK = "Wait until HAProxy runs the new files"
+RECORD_TASK = "Record the files HAProxy loaded"
+THIEF_UNIT = "checktcp-port-thief"
+RACE_PORT = 8444
+RACE_FRONTEND = {"haproxy_frontends": [{
+    "name": "race", "bind": [f"127.0.0.1:{RACE_PORT}"],
+    "lines": ["http-request return status 200 content-type text/plain string race"]}]}
+
+
+def _context(run, status):
+    return f"\n--- run ---\n{run.tail()}\n--- journal ---\n{status.journal()}"
+
+
+def _reloaded(run, status, system, before_pids):
+    context = _context(run, status)
+    assert run.returncode == 0, "the run failed" + context
+    assert "changed" in run.task_status("Reload HAProxy"), "no reload" + context
+    assert run.task_status(WAIT_TASK) == ["ok"], "the reload was not confirmed" + context
+    master, workers = system.haproxy_pids()
+    assert master == before_pids[0], "HAProxy restarted" + context
+    assert workers - before_pids[1], "no new worker" + context
+    code, body, _seconds = status.get()
+    assert code == 200 and "<h1>OK</h1>" in body, f"the page answers {code}" + context
+
+
+@pytest.fixture(scope="module")
+def default_after(playbook, status):
+    """Every case starts from and ends with the scenario's own configuration."""
+    yield
+    run = playbook.run()
+    assert run.returncode == 0, _context(run, status)
+
+
+# The module fixture's last run goes back to SO_REUSEPORT while HAProxy still
+# holds its port without it.
+@pytest.mark.parametrize("extra", [
+    {"haproxy_global_extra_lines": ["noreuseport"]},
+    # A second run while HAProxy holds its port without SO_REUSEPORT, with an
+    # environment variable in the bind, which HAProxy expands.
+    {"haproxy_global_extra_lines": ["noreuseport"], "haproxy_status_bind": '"*:${CHECKTCP_STATUS_PORT-80}"'},
+], ids=["noreuseport", "noreuseport-again-env-bind"])
+def test_valid_configuration_is_accepted_and_loaded(default_after, playbook, status, system, extra):
+    before = system.haproxy_pids()
+    run = playbook.run(extra)
+    context = _context(run, status)
+    assert run.task_status(VALIDATED_TASK) == ["changed"], f"{VALIDATED_TASK} did not pass" + context
+    assert "Traceback" not in run.output, context
+    _reloaded(run, status, system, before)
+
+
+def test_failed_reload_fails_the_play_and_the_next_run_reloads(default_after, host, playbook, status, system):
+    host.run(f"systemctl stop {THIEF_UNIT}; systemctl reset-failed {THIEF_UNIT}")
+    fingerprint = host.file(LOADED).content_string
+    before = system.haproxy_pids()
+    try:
+        race = playbook.run(RACE_FRONTEND, playbook_file="reload_race.yml")
+        context = _context(race, status)
+        assert race.returncode != 0, "a reload HAProxy failed to load passed" + context
+        assert race.task_status(VALIDATED_TASK) == ["changed"], context
+        assert race.task_status(WAIT_TASK) == ["fatal"], f"{WAIT_TASK} did not fail" + context
+        assert "HAProxy failed to load the new files" in race.failure_text() + race.output, context
+        assert not race.task_status(RECORD_TASK), "the fingerprint was recorded" + context
+        assert host.file(LOADED).content_string == fingerprint, "the fingerprint changed" + context
+        # HAProxy still serves, with the previous files.
+        assert system.haproxy_pids()[0] == before[0], context
+        code, _body, _seconds = status.get()
+        assert code == 200, context
+        assert not host.socket(f"tcp://127.0.0.1:{RACE_PORT}").is_listening or \
+            "haproxy" not in host.run(f"ss -Hltnp 'sport = :{RACE_PORT}'").stdout, context
+    finally:
+        host.run(f"systemctl stop {THIEF_UNIT}")
+    # The files no longer change, but HAProxy does not run them: reload again.
+    again = playbook.run(RACE_FRONTEND)
+    context = _context(again, status)
+    assert again.task_status(VALIDATED_TASK) == ["ok"], context
+    assert again.task_status("Reload HAProxy when it runs other files") == ["changed"], context
+    _reloaded(again, status, system, before)
+    assert again.task_status(RECORD_TASK) == ["changed"], context
+    assert host.file(LOADED).content_string != fingerprint, context
+    answer = host.run(f"curl -s --max-time 5 http://127.0.0.1:{RACE_PORT}/")
+    assert answer.stdout == "race", answer.stdout + context

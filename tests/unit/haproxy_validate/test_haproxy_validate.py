@@ -1,0 +1,331 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""roles/haproxy/files/haproxy-validate against real sockets and a real HAProxy.
+
+The script is loaded by path and run in-process (main(argv)); the HAProxy
+it looks for is the one a test starts, through its pidfile.
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+SCRIPT = (pathlib.Path(__file__).resolve().parents[3]
+          / "roles" / "haproxy" / "files" / "haproxy-validate")
+HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+
+
+def _load_script():
+    loader = importlib.machinery.SourceFileLoader("haproxy_validate", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("haproxy_validate", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+validator = _load_script()
+
+CONFIG = """\
+global
+{global_lines}
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend status
+{bind_lines}
+    http-request return status 200
+"""
+
+
+def free_ports(count, family=socket.AF_INET, host="127.0.0.1"):
+    """Distinct ports free right now (all held together while chosen)."""
+    socks = [socket.socket(family, socket.SOCK_STREAM) for _n in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    return free_ports(1, family, host)[0]
+
+
+def write_config(tmp_path, binds, global_lines=(), name="haproxy.cfg"):
+    path = tmp_path / name
+    path.write_text(CONFIG.format(global_lines="\n".join(f"    {line}" for line in global_lines),
+                                  bind_lines="\n".join(f"    bind {bind}" for bind in binds)))
+    return path
+
+
+@pytest.fixture
+def foreign_listener():
+    """Listen on a port the way a program other than HAProxy does (no SO_REUSEPORT)."""
+    opened = []
+
+    def listen(port, host="127.0.0.1", family=socket.AF_INET):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+        opened.append(sock)
+        return sock
+
+    yield listen
+    for sock in opened:
+        sock.close()
+
+
+class HAProxy:
+    """A real HAProxy in master-worker mode with a master CLI, like Debian's haproxy.service."""
+
+    def __init__(self, tmp_path, config, env=None):
+        self.pidfile = tmp_path / "haproxy.pid"
+        self.master_socket = tmp_path / "master.sock"
+        self.config = config
+        subprocess.run([HAPROXY, "-W", "-D", "-S", str(self.master_socket), "-p", str(self.pidfile),
+                        "-f", str(config)], check=True, env=dict(os.environ, **(env or {})),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        self.pid = int(self.pidfile.read_text().split()[0])
+        self._wait(self._answers)
+
+    def _answers(self):
+        try:
+            return "master" in validator.master_command(str(self.master_socket), "show proc")
+        except OSError:
+            return False
+
+    @staticmethod
+    def _wait(predicate, within=10.0):
+        deadline = time.monotonic() + within
+        while not predicate():
+            assert time.monotonic() < deadline, "HAProxy did not come up"
+            time.sleep(0.05)
+
+    def reload(self):
+        os.kill(self.pid, signal.SIGUSR2)
+
+    def stop(self):
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def haproxy(tmp_path, monkeypatch):
+    """Start HAProxy with a config; the validator finds it through its pidfile."""
+    started = []
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "haproxy.pid"), raising=False)
+    # No systemd here, but be sure a host's own haproxy.service is never consulted.
+    monkeypatch.setattr(validator, "SERVICE", "checktcp-no-such-unit.service", raising=False)
+
+    def start(config, env=None):
+        started.append(HAProxy(tmp_path, config, env))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def run(argv, capsys):
+    code = validator.main(["haproxy-validate"] + [str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@needs_haproxy
+def test_noreuseport_config_passes_while_haproxy_holds_its_ports(tmp_path, haproxy, capsys):
+    port = free_port()
+    config = write_config(tmp_path, [f"127.0.0.1:{port}"], ["noreuseport"])
+    haproxy(config)
+    # The next run renders the same listeners (another line changed).
+    new = write_config(tmp_path, [f"127.0.0.1:{port}"], ["noreuseport", "maxconn 2000"], "new.cfg")
+    code, _out, err = run([new], capsys)
+    assert code == 0, err
+
+
+@needs_haproxy
+def test_noreuseport_ipv6_listener_held_by_haproxy_passes(tmp_path, haproxy, capsys):
+    port = free_port(socket.AF_INET6, "::1")
+    config = write_config(tmp_path, [f"[::1]:{port}"], ["noreuseport"])
+    haproxy(config)
+    code, _out, err = run([config], capsys)
+    assert code == 0, err
+
+
+@needs_haproxy
+def test_port_held_by_another_program_still_fails(tmp_path, haproxy, foreign_listener, capsys):
+    own, other = free_ports(2)
+    haproxy(write_config(tmp_path, [f"127.0.0.1:{own}"], ["noreuseport"]))
+    foreign_listener(other)
+    new = write_config(tmp_path, [f"127.0.0.1:{own}", f"127.0.0.1:{other}"], ["noreuseport"], "new.cfg")
+    code, _out, err = run([new], capsys)
+    assert code == 1
+    assert f"cannot bind 127.0.0.1:{other}: Address already in use" in err, err
+    assert f":{own}" not in err, err
+
+
+@needs_haproxy
+def test_other_address_on_a_port_haproxy_holds_fails_with_noreuseport(tmp_path, haproxy, capsys):
+    """HAProxy reuses a socket only for the same address: a wildcard on its port would not bind."""
+    port = free_port()
+    haproxy(write_config(tmp_path, [f"127.0.0.1:{port}"], ["noreuseport"]))
+    new = write_config(tmp_path, [f"*:{port}"], ["noreuseport"], "new.cfg")
+    code, _out, err = run([new], capsys)
+    assert code == 1
+    assert f"cannot bind *:{port}: Address already in use" in err, err
+
+
+@needs_haproxy
+def test_environment_variable_in_bind_is_expanded(tmp_path, monkeypatch, foreign_listener, capsys):
+    port = free_port()
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "none.pid"), raising=False)
+    monkeypatch.setattr(validator, "SERVICE", "checktcp-no-such-unit.service", raising=False)
+    monkeypatch.setenv("CHECKTCP_STATUS_PORT", str(port))
+    config = write_config(tmp_path, ['"127.0.0.1:${CHECKTCP_STATUS_PORT}"'])
+    code, _out, err = run([config], capsys)
+    assert code == 0, err
+    # The expanded port is the one test-bound.
+    foreign_listener(port)
+    code, _out, err = run([config], capsys)
+    assert code == 1
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in err, err
+
+
+@needs_haproxy
+def test_environment_comes_from_the_running_haproxy(tmp_path, haproxy, monkeypatch, foreign_listener, capsys):
+    """A reload re-executes the master with its environment, not the validator's."""
+    port, other = free_ports(2)
+    config = write_config(tmp_path, ['"127.0.0.1:${CHECKTCP_STATUS_PORT}"'], ["noreuseport"])
+    haproxy(config, env={"CHECKTCP_STATUS_PORT": str(port)})
+    monkeypatch.setenv("CHECKTCP_STATUS_PORT", str(other))
+    foreign_listener(other)
+    code, _out, err = run([config], capsys)
+    assert code == 0, err
+
+
+@needs_haproxy
+def test_default_value_of_an_unset_variable(tmp_path, monkeypatch, foreign_listener, capsys):
+    port = free_port()
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "none.pid"), raising=False)
+    monkeypatch.setattr(validator, "SERVICE", "checktcp-no-such-unit.service", raising=False)
+    monkeypatch.delenv("CHECKTCP_UNSET", raising=False)
+    foreign_listener(port)
+    config = write_config(tmp_path, [f'"127.0.0.1:${{CHECKTCP_UNSET-{port}}}"'])
+    code, _out, err = run([config], capsys)
+    assert code == 1
+    assert f"cannot bind 127.0.0.1:{port}" in err, err
+
+
+@needs_haproxy
+def test_every_port_of_a_range_is_tested(tmp_path, monkeypatch, foreign_listener, capsys):
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "none.pid"), raising=False)
+    first = free_port()
+    for port in range(first + 1, first + 4):
+        try:
+            foreign_listener(port)
+            break
+        except OSError:
+            continue
+    else:
+        pytest.skip("no free port next to the first one")
+    config = write_config(tmp_path, [f"127.0.0.1:{first}-{port}"])
+    code, _out, err = run([config], capsys)
+    assert code == 1
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in err, err
+
+
+@pytest.mark.parametrize(("line", "environ", "expected"), [
+    ('bind "127.0.0.1:${PORT}"', {"PORT": "8404"}, ["bind", "127.0.0.1:8404"]),
+    ('bind "127.0.0.1:$PORT" ssl', {"PORT": "8404"}, ["bind", "127.0.0.1:8404", "ssl"]),
+    ("bind '127.0.0.1:${PORT}'", {"PORT": "8404"}, ["bind", "127.0.0.1:${PORT}"]),
+    ("bind 127.0.0.1:${PORT}", {"PORT": "8404"}, ["bind", "127.0.0.1:${PORT}"]),
+    ('bind "${ADDR-0.0.0.0}:80"', {}, ["bind", "0.0.0.0:80"]),
+    ('bind "${ADDR-0.0.0.0}:80"', {"ADDR": ""}, ["bind", ":80"]),
+    ('bind "${NOPE}:80"', {}, ["bind", ":80"]),
+    ("bind :80 # comment", {}, ["bind", ":80"]),
+    ("bind \\#:80", {}, ["bind", "#:80"]),
+    ('bind "a b":80 x', {}, ["bind", "a b:80", "x"]),
+])
+def test_words_split_and_expand_like_haproxy(line, environ, expected):
+    assert validator.words(line, environ) == expected
+
+
+@pytest.mark.parametrize("line", [
+    'bind "127.0.0.1:80',
+    "bind 127.0.0.1:http",
+    'bind "${NOPE}"',
+    "bind 127.0.0.1:80\\",
+])
+def test_unreadable_bind_is_skipped_with_a_reason(line):
+    problems, notes = validator.check_binds(line + "\n", {}, set())
+    assert problems == []
+    assert len(notes) == 1 and "line 1: not test-bound" in notes[0], notes
+
+
+def test_non_tcp_binds_are_not_test_bound():
+    text = "bind unix@/run/x.sock\nbind /run/y.sock\nbind abns@z\nbind fd@${FD}\nbind quic4@:443\n"
+    assert list(validator.listeners(text, {})) == []
+
+
+@needs_haproxy
+def test_reload_that_loads_is_confirmed(tmp_path, haproxy, capsys):
+    port = free_port()
+    proc = haproxy(write_config(tmp_path, [f"127.0.0.1:{port}"]))
+    code, before, _err = run(["--reloads"], capsys)
+    assert code == 0 and before.strip() == "0", before
+    write_config(tmp_path, [f"127.0.0.1:{port}"], ["maxconn 2000"])
+    proc.reload()
+    code, out, err = run(["--wait-reload", before.strip(), 20], capsys)
+    assert code == 0, out + err
+    assert "HAProxy loaded the new files" in out
+
+
+@needs_haproxy
+def test_reload_that_fails_to_load_is_reported(tmp_path, haproxy, foreign_listener, capsys):
+    port, taken = free_ports(2)
+    proc = haproxy(write_config(tmp_path, [f"127.0.0.1:{port}"]))
+    code, before, _err = run(["--reloads"], capsys)
+    assert code == 0
+    # Taken after validation: the new master cannot bind it.
+    foreign_listener(taken)
+    write_config(tmp_path, [f"127.0.0.1:{port}", f"127.0.0.1:{taken}"])
+    proc.reload()
+    code, out, err = run(["--wait-reload", before.strip(), 20], capsys)
+    assert code == 1, out + err
+    assert "HAProxy failed to load the new files" in err, err
+    # And the running HAProxy still answers on its old listener.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def test_no_haproxy_running_gives_a_clear_answer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "none.pid"), raising=False)
+    monkeypatch.setattr(validator, "SERVICE", "checktcp-no-such-unit.service", raising=False)
+    code, out, _err = run(["--reloads"], capsys)
+    assert code == 0 and out.strip() == "none"
+    code, _out, err = run(["--wait-reload", "none", 0.5], capsys)
+    assert code == 1
+    assert "did not confirm the reload within 0.5 s" in err and "is not running" in err, err
