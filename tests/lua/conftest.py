@@ -329,11 +329,14 @@ class StatusService:
         }
         self.variables.update(variables)
         self.config = self.workdir / "etc" / "haproxy.cfg"
-        self.lua = self.workdir / "etc" / "lua" / "checktcp.lua"
         self.stderr = self.workdir / "haproxy.stderr"
         self.render_log = self.workdir / "render.log"
         self._render = None
         self.proc = None
+
+    def files(self):
+        """Every rendered file (haproxy.cfg, the Lua pair, the map), as {path: bytes}."""
+        return {path: path.read_bytes() for path in sorted((self.workdir / "etc").rglob("*")) if path.is_file()}
 
     # rendering
     def render_start(self, variables=None):

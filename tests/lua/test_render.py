@@ -26,7 +26,7 @@ def rendered(make_service, free_port):
     pytest.param({"haproxy_global_extra_lines": ["no-such-directive"]}, "haproxy.cfg", id="cfg-unknown-directive"),
 ])
 def test_rejected_render_keeps_the_previous_files(rendered, variables, rejected):
-    before = {path: path.read_bytes() for path in (rendered.config, rendered.lua)}
+    before = rendered.files()
 
     returncode, output = rendered.render(variables)
 
@@ -35,13 +35,13 @@ def test_rejected_render_keeps_the_previous_files(rendered, variables, rejected)
     failed_task = output[:output.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0]
     assert failed_task.endswith("Render %s, validated by HAProxy" % rejected), output
     assert "failed to validate" in output
-    assert before == {path: path.read_bytes() for path in (rendered.config, rendered.lua)}
+    assert before == rendered.files()
 
 
 def test_control_character_in_a_name_stops_before_any_file(rendered):
     """A raw newline would end the name's Lua string literal: the role's
     assertions refuse it before anything is rendered."""
-    before = {path: path.read_bytes() for path in (rendered.config, rendered.lua)}
+    before = rendered.files()
 
     returncode, output = rendered.render(
         {"haproxy_checktcp_targets": [{"host": "127.0.0.1", "port": 1, "name": "two\nlines"}]})
@@ -50,4 +50,4 @@ def test_control_character_in_a_name_stops_before_any_file(rendered):
     failed_task = output[:output.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0]
     assert failed_task.endswith("Assert that the variables are valid"), output
     assert "control characters" in output
-    assert before == {path: path.read_bytes() for path in (rendered.config, rendered.lua)}
+    assert before == rendered.files()
