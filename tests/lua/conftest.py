@@ -32,6 +32,10 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# With CHECKTCP_HAPROXY_IMAGE set, "haproxy" (for the role's validation and
+# for serving) is that image's, run on the host's network by bin/haproxy.
+if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
+    os.environ["PATH"] = str(REPO / "tests" / "lua" / "bin") + os.pathsep + os.environ["PATH"]
 PLAYBOOK = REPO / "tests" / "lua" / "render.yml"
 LOOPBACK = "127.0.0.1"
 # Bounds the life of a fake server's connection whatever its behaviour.
