@@ -522,6 +522,9 @@ def _lua(value, depth, indent):
     if isinstance(value, int):
         if not LUA_INT_RANGE[0] <= value <= LUA_INT_RANGE[1]:
             raise AnsibleFilterError("to_lua: integer %d does not fit Lua's 64-bit integers" % value)
+        if value == LUA_INT_RANGE[0]:
+            # "-9223372036854775808" is minus a literal too large for an integer: Lua reads a float.
+            return "(%d - 1)" % (value + 1)
         return str(int(value))
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
