@@ -433,7 +433,9 @@ def _pick_address(lines, family):
         if fields and fields[0] not in addresses:
             addresses.append(fields[0])
     ipv4 = [address for address in addresses if ":" not in address]
-    ipv6 = [address for address in addresses if ":" in address]
+    # getent ahostsv6 answers an IPv4-only name with IPv4-mapped addresses, which
+    # reach the IPv4 stack, not an echo server listening on IPv6.
+    ipv6 = [address for address in addresses if ":" in address and not address.lower().startswith("::ffff:")]
     if family == "ipv4":
         candidates = ipv4
     elif family == "ipv6":

@@ -332,6 +332,9 @@ def test_resolve_prefers_the_family_key():
 
 @pytest.mark.parametrize("catch_all, answer, expected", [
     (False, "", ['haproxy_checktcp_checks (check "web"): echo.example has no ipv6 address']),
+    # getent ahostsv6 maps an IPv4-only name: an IPv6-only echo server is not there.
+    (False, "::ffff:192.0.2.1 STREAM echo.example\n::ffff:192.0.2.1 DGRAM",
+     ['haproxy_checktcp_checks (check "web"): echo.example has no ipv6 address']),
     (True, ["192.0.2.1 STREAM"], ['haproxy_checktcp_targets (check "web"): echo.example has no ipv6 address']),
 ])
 def test_resolve_without_an_address_of_the_family_fails(catch_all, answer, expected):
