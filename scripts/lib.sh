@@ -18,6 +18,24 @@ export XDG_CACHE_HOME="$CHECKTCP_ROOT/.cache"
 export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections"
 VENV="$CHECKTCP_ROOT/.venv"
 
+# The one place that knows the test images' tags: Debian version plus a hash
+# of the recipe (scripts/build-image), so a changed recipe rebuilds the image.
+image_ref() {
+  local version
+  case ${1:-} in
+    12 | bookworm) version=12 ;;
+    13 | trixie) version=13 ;;
+    forky) version=forky ;;
+    *) echo "image_ref: unknown image '${1:-}' (12|bookworm, 13|trixie or forky)" >&2; return 2 ;;
+  esac
+  printf 'localhost/checktcp-debian:%s-%s\n' "$version" \
+    "$(sha256sum "$CHECKTCP_ROOT/scripts/build-image" | cut -c1-8)"
+}
+CHECKTCP_IMAGE_12=$(image_ref 12)
+CHECKTCP_IMAGE_13=$(image_ref 13)
+CHECKTCP_IMAGE_FORKY=$(image_ref forky)
+export CHECKTCP_IMAGE_12 CHECKTCP_IMAGE_13 CHECKTCP_IMAGE_FORKY
+
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
