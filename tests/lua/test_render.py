@@ -9,7 +9,11 @@ of the previous good render byte for byte as they were."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
+
+from conftest import haproxy_binary
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +28,10 @@ def rendered(make_service, free_port):
 @pytest.mark.parametrize("variables, rejected", [
     # haproxy -c refuses the unknown keyword.
     pytest.param({"haproxy_global_extra_lines": ["no-such-directive"]}, "haproxy.cfg", id="cfg-unknown-directive"),
+    # New Lua data and a rejected haproxy.cfg: the pair on disk stays the old one
+    # (the new Lua files may be left beside it, unused: files() would show them).
+    pytest.param({"haproxy_checktcp_mode": "cached", "haproxy_checktcp_timeout_ms": 700,
+                  "haproxy_global_extra_lines": ["no-such-directive"]}, "haproxy.cfg", id="new-lua-rejected-cfg"),
 ])
 def test_rejected_render_keeps_the_previous_files(rendered, variables, rejected):
     before = rendered.files()
@@ -51,3 +59,27 @@ def test_control_character_in_a_name_stops_before_any_file(rendered):
     assert failed_task.endswith("Assert that the variables are valid"), output
     assert "control characters" in output
     assert before == rendered.files()
+
+
+def sections(config_text, kind):
+    return [line.split()[1] for line in config_text.splitlines() if line.startswith(kind + " ")]
+
+
+@pytest.mark.parametrize("mode", ["live", "cached"])
+def test_config_has_no_warning_and_no_shared_section_names(make_service, free_port, mode):
+    """HAProxy 3.3 refuses a frontend and a backend of the same name; 3.1+
+    warns unless tune.lua.bool-sample-conversion is set. The role's output
+    passes `haproxy -c` with no warning on the HAProxy under test."""
+    service = make_service(haproxy_checktcp_mode=mode, haproxy_metrics_bind="127.0.0.1:%d" % free_port(),
+                           haproxy_checktcp_targets=[{"host": "127.0.0.1", "port": free_port()}])
+    returncode, output = service.render()
+    assert returncode == 0, output
+
+    text = service.config.read_text()
+    frontends, backends = sections(text, "frontend"), sections(text, "backend")
+    assert frontends and backends
+    assert not set(frontends) & set(backends), (frontends, backends)
+    check = subprocess.run([haproxy_binary(), "-c", "-f", str(service.config)], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in (check.stdout + check.stderr).upper(), check.stdout + check.stderr
