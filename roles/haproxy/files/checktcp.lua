@@ -35,6 +35,9 @@ local NATIVE_PAGE_MAX_BYTES = 8192  -- larger cached pages are answered by Lua (
 local KEEP_GENERATIONS = 2        -- published generations kept for requests still reading them
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
+-- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
+-- a connect failure this close to the deadline is a connect timeout.
+local CONNECT_TIMEOUT_SLACK_MS = 40
 
 -- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
 -- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
@@ -107,12 +110,25 @@ end
 
 -------------------------------------------------------------------- probe
 
+-- The probe connects to the target's relay in haproxy.cfg, which connects to
+-- the target without retrying. So the connect itself always succeeds, and a
+-- refused, unreachable or timed-out connect shows as a close before any
+-- byte: the relay's count of connection errors tells it from a target that
+-- accepted and closed.
+local function relay_errors(relay)
+  local proxy = core.backends[relay.proxy]
+  local server = proxy and proxy.servers["target"]
+  return server and tonumber(server:get_stats()["econ"]) or 0
+end
+
 -- One probe of one target, bounded by one deadline. on_stage(name) is told
 -- each step. Returns { ok, reason, ms, finished (monotonic), wall }.
 local function probe(check, target, on_stage)
   local started = mono_ms()
   local deadline = started + check.timeout_ms
   local sock = core.tcp()
+  local received = 0
+  local errors_before = relay_errors(target.relay)
 
   local function timeout(stage)
     return string.format("timeout after %d ms waiting for %s", check.timeout_ms, stage)
@@ -129,9 +145,16 @@ local function probe(check, target, on_stage)
   local function connect()
     on_stage("connect")
     if not arm() then return nil, timeout("connect") end
-    if sock:connect(target.host, target.port) then return true end
-    if mono_ms() >= deadline - 1 then return nil, timeout("connect") end
-    return nil, "connection refused or unreachable"
+    if sock:connect(target.relay.socket) then return true end
+    return nil, "relay unavailable: " .. target.relay.socket
+  end
+
+  -- Why the connection closed before the first byte, if the relay's connect
+  -- failed: it gives up on a connect just before the deadline.
+  local function connect_failure()
+    if received > 0 or relay_errors(target.relay) == errors_before then return nil end
+    if mono_ms() >= deadline - CONNECT_TIMEOUT_SLACK_MS then return timeout("connect") end
+    return "connection refused or unreachable"
   end
 
   local function send()
@@ -150,9 +173,13 @@ local function probe(check, target, on_stage)
       if not arm() then return nil, timeout(stage) end
       local byte = sock:receive(1)
       if byte == nil then
+        local failed = connect_failure()
+        if failed then return nil, failed end
         if mono_ms() >= deadline - 1 then return nil, timeout(stage) end
         return nil, stage .. " closed by peer"
-      elseif byte == "\n" then
+      end
+      received = received + 1
+      if byte == "\n" then
         return (table.concat(bytes):gsub("\r$", ""))
       elseif #bytes >= MAX_LINE_BYTES then
         return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
@@ -267,7 +294,11 @@ end
 
 local checks, by_path = {}, {}
 
-local function new_target(check, target)
+local function new_target(check, target, index)
+  target.relay = {
+    proxy = string.format("%s_%s_%d", config.relay_proxy, check.name, index),
+    socket = string.format("abns@%s-%s-%d", config.relay_socket, check.name, index),
+  }
   local st = {
     check = check, target = target, label = target.name,
     seq = 0, wanted = 0, demanded_at = 0, result = nil,
@@ -288,7 +319,7 @@ for _, check in ipairs(config.checks) do
   check.answered = { OK = 0, KO = 0 }
   check.states = {}
   for i, target in ipairs(check.targets) do
-    check.states[i] = new_target(check, target)
+    check.states[i] = new_target(check, target, i)
   end
   checks[#checks + 1] = check
   by_path[check.path] = check
