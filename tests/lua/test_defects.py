@@ -32,8 +32,9 @@ SLACK_MS = 100
 # checktcp.lua's STALE_SLACK_MS: a cached verdict is stale after interval + timeout + this.
 STALE_SLACK_MS = 1000
 MANY = 200
-# Random bytes without a newline: the page shows up to 64 of them per target, escaped.
-GARBAGE = bytes(byte for byte in random.Random(9).randbytes(80) if byte != 0x0A)
+# Random bytes outside ASCII: the page shows up to 64 of them per target, each
+# escaped as \xNN (and that backslash escaped again in JSON).
+GARBAGE = bytes(0x80 | byte for byte in random.Random(9).randbytes(80))
 GARBAGE_TARGETS = 30
 FLAP_S = 0.07
 
@@ -71,9 +72,14 @@ def peak_servers():
         server.refuse()
 
 
+def target_name(index):
+    """Names as long as real ones: 200 rows of them make a page over 16 kB."""
+    return "echo-%03d.checktcp.example.internal" % index
+
+
 def targets(fake, count):
-    """``count`` targets, all ``fake``, named t000, t001..."""
-    return [dict(fake.target, name="t%03d" % index) for index in range(count)]
+    """``count`` targets, all ``fake``, named by target_name()."""
+    return [dict(fake.target, name=target_name(index)) for index in range(count)]
 
 
 def without_state_map(service):
@@ -231,10 +237,12 @@ def test_two_hundred_targets_get_a_full_page(beds, bed):
 
     assert page.status == document.status == 200, (page, document)
     assert word(page) == "OK" and page.body.rstrip().endswith(b"</html>"), page.body[-200:]
+    # Larger than HAProxy's default buffer (16 kB), which bounds a native answer.
+    assert len(page.body) > 16384 and len(document.body) > 16384, (len(page.body), len(document.body))
     assert reasons(page) == ["reply matched"] * MANY
     parsed = json.loads(document.body)
     assert (parsed["status"], parsed["up"]) == ("OK", MANY)
-    assert [target["target"] for target in parsed["targets"]] == ["t%03d" % index for index in range(MANY)]
+    assert [target["target"] for target in parsed["targets"]] == [target_name(index) for index in range(MANY)]
     assert all(target["ok"] for target in parsed["targets"])
 
 
@@ -254,6 +262,7 @@ def test_binary_replies_get_a_full_ko_page(beds, bed):
     assert all(reason.startswith('unexpected reply "') for reason in page_reasons), page_reasons
     parsed = json.loads(document.body)
     assert (parsed["status"], parsed["up"], len(parsed["targets"])) == ("KO", 0, GARBAGE_TARGETS)
+    assert len(document.body) > 16384, len(document.body)
 
 
 # ------------------------------------- defect 4: status and page agree
