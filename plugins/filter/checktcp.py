@@ -221,7 +221,8 @@ def _target(label, index, target, shown_as):
         raise AnsibleFilterError("%s: port must be %s (got %s)" % (entry, _range_text(PORT_RANGE), shown_as(target)))
     name = target.get("name")
     if name is None or name == "":
-        name = "%s:%d" % (host, port)
+        # An IPv6 address is bracketed, as in a URL: [::1]:8080.
+        name = ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
     elif isinstance(name, bool) or not isinstance(name, (str, int, float)):
         raise AnsibleFilterError("%s: name must be a string (got %s)" % (entry, shown_as(target)))
     else:

@@ -43,7 +43,8 @@ def expand(checks=None, defaults=None, groups=None, hostvars=None, me="haproxy1"
 
 
 def target(host, port, name=None, family="any"):
-    return {"host": host, "port": port, "name": name or "%s:%d" % (host, port), "family": family}
+    default = ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+    return {"host": host, "port": port, "name": name or default, "family": family}
 
 
 def check(name, path, targets, policy="all", required=None, **settings):
@@ -202,6 +203,11 @@ def test_named_checks(checks, expected):
     result = expand(checks, groups=GROUPS, hostvars=HOSTVARS)
 
     assert result == {"catch_all": False, "overview_path": "/", "checks": expected}
+
+
+def test_an_unnamed_ipv6_target_is_shown_bracketed():
+    result = expand([{"name": "v6", "targets": [{"host": "::1", "port": 8080}]}])
+    assert [t["name"] for t in result["checks"][0]["targets"]] == ["[::1]:8080"]
 
 
 def test_named_checks_take_the_single_check_variables_as_defaults():
