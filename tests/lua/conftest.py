@@ -32,6 +32,10 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# With CHECKTCP_HAPROXY_IMAGE set, "haproxy" (for the role's validation and
+# for serving) is that image's, run on the host's network by bin/haproxy.
+if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
+    os.environ["PATH"] = str(REPO / "tests" / "lua" / "bin") + os.pathsep + os.environ["PATH"]
 PLAYBOOK = REPO / "tests" / "lua" / "render.yml"
 LOOPBACK = "127.0.0.1"
 # Bounds the life of a fake server's connection whatever its behaviour.
@@ -330,11 +334,14 @@ class StatusService:
         }
         self.variables.update(variables)
         self.config = self.workdir / "etc" / "haproxy.cfg"
-        self.lua = self.workdir / "etc" / "lua" / "checktcp.lua"
         self.stderr = self.workdir / "haproxy.stderr"
         self.render_log = self.workdir / "render.log"
         self._render = None
         self.proc = None
+
+    def files(self):
+        """Every rendered file (haproxy.cfg, the Lua pair, the map), as {path: bytes}."""
+        return {path: path.read_bytes() for path in sorted((self.workdir / "etc").rglob("*")) if path.is_file()}
 
     # rendering
     def render_start(self, variables=None):

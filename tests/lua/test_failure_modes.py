@@ -21,6 +21,8 @@ import re
 import pytest
 
 TIMEOUT_MS = 500
+# checktcp.lua's MAX_LINE_BYTES.
+MAX_LINE_BYTES = 1024
 IMMEDIATE_MS = 300
 SLACK_MS = 100
 
@@ -56,11 +58,17 @@ CASES = [
     # Escaped in the log; that no raw byte reaches the log is checked for every case.
     case("binary-garbage", "echo", "KO", "immediate", r'unexpected reply "\\x00\\xff(\\x[0-9a-f]{2}|[!-~ ])+"',
          reply=GARBAGE),
-    case("endless-line", "stream", "KO", "timeout", TIMEOUT_REPLY, chunk=b"x" * 1024, every=0.005, duration=STREAM_S),
+    # A line may be MAX_LINE_BYTES long: an endless one is KO as soon as it is longer.
+    case("endless-line", "stream", "KO", "immediate", "reply line longer than %d bytes" % MAX_LINE_BYTES,
+         chunk=b"x" * 1024, every=0.005, duration=STREAM_S),
+    case("big-then-idle", "stream", "KO", "immediate", "reply line longer than %d bytes" % MAX_LINE_BYTES,
+         chunk=b"x" * 200_000, every=STREAM_S, duration=0.001),
     case("reset-on-accept", "reset", "KO", "immediate", RESET),
     case("reset-after-header", "reset", "KO", "immediate", RESET, after_header=True),
     # One byte every 50 ms keeps each read busy: only one deadline per probe ends it.
     case("dribbler", "stream", "KO", "timeout", TIMEOUT_REPLY, chunk=b"x", every=0.05, duration=STREAM_S),
+    # Faster than any inactivity timeout (HAProxy 3.2's socket timeout), still bounded.
+    case("fast-dribbler", "stream", "KO", "timeout", TIMEOUT_REPLY, chunk=b"x", every=0.002, duration=STREAM_S),
     # Each read within the timeout, the whole probe not: one deadline per probe, not per read.
     case("slow-steps", "echo", "KO", "timeout", TIMEOUT_REPLY,
          header_delay=0.6 * TIMEOUT_MS / 1000, delay=0.6 * TIMEOUT_MS / 1000),

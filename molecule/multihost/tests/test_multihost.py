@@ -22,19 +22,22 @@ def echo_host(name):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
 
 
-def page(host):
-    out = host.check_output("curl -s -H 'Accept: application/json' -w '\\n%{http_code}' http://127.0.0.1/")
+def page(host, path="/"):
+    out = host.check_output(f"curl -s -H 'Accept: application/json' -w '\\n%{{http_code}}' http://127.0.0.1{path}")
     body, code = out.rsplit("\n", 1)
     return int(code), json.loads(body)
 
 
-def apply_policy(policy):
-    """Re-run the haproxy role with another policy, from the controller."""
+def apply_role(variables):
+    """Re-run the haproxy role with extra variables, from the controller."""
     result = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "policy.yml"),
-         "-e", json.dumps({"haproxy_checktcp_policy": policy})],
+        ["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "policy.yml"), "-e", json.dumps(variables)],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def apply_policy(policy):
+    apply_role({"haproxy_checktcp_policy": policy})
 
 
 @pytest.fixture
@@ -72,10 +75,10 @@ def policy():
 def test_targets_are_derived_from_the_echo_group(host):
     code, doc = page(host)
     assert sorted(t["target"] for t in doc["targets"]) == sorted(ECHO_HOSTS)
-    lua = host.file("/etc/haproxy/lua/checktcp.lua").content_string
+    checks = host.check_output("cat /etc/haproxy/lua/checktcp-checks-*.lua")
     for name, port in ECHO_HOSTS.items():
         address = echo_host(name).interface("eth0").addresses[0]
-        assert f'host = "{address}", port = {port}' in lua, lua
+        assert f'["host"] = "{address}",' in checks and f'["port"] = {port},' in checks, checks
     assert code == 200, doc
 
 
@@ -105,3 +108,30 @@ def test_all_down_is_ko_even_with_policy_any(host, policy, all_down):
     code, doc = page(host)
     assert code == 503 and doc["up"] == 0, doc
     assert all("refused" in t["reason"] for t in doc["targets"]), doc
+
+
+@pytest.fixture
+def named_checks():
+    """One named check per echo group for one test, then the single check again."""
+    apply_role({"haproxy_checktcp_checks": [
+        {"name": "one", "targets_group": "echo_one"}, {"name": "two", "targets_group": "echo_two"}]})
+    yield
+    apply_role({})
+
+
+def test_named_checks_over_two_groups(host, named_checks):
+    assert [page(host, path)[0] for path in ("/one", "/two", "/")] == [200, 200, 200]
+    echo1 = echo_host(ECHO1)
+    echo1.run_expect([0], f"systemctl stop {UNIT}")
+    try:
+        (one, one_doc), (two, two_doc), (overview, doc) = (page(host, path) for path in ("/one", "/two", "/"))
+        assert (one, one_doc["status"], one_doc["check"]) == (503, "KO", "one"), one_doc
+        assert [t["target"] for t in one_doc["targets"]] == [ECHO1], one_doc
+        assert (two, two_doc["status"]) == (200, "OK"), two_doc
+        assert [t["target"] for t in two_doc["targets"]] == [ECHO2], two_doc
+        assert overview == 503 and doc["status"] == "KO", doc
+        assert [(c["name"], c["path"], c["status"]) for c in doc["checks"]] == [
+            ("one", "/one", "KO"), ("two", "/two", "OK")], doc
+        assert host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/nowhere").stdout == "404"
+    finally:
+        echo1.run_expect([0], f"systemctl start {UNIT}")

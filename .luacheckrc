@@ -1,0 +1,4 @@
+-- luacheck configuration for roles/haproxy/files/checktcp.lua (HAProxy's Lua).
+std = "lua53"
+read_globals = { "core" }
+max_line_length = 120

@@ -1,0 +1,798 @@
+-- checktcp: an HAProxy Lua service answering "is this TCP echo server really
+-- working?" with 200 OK or 503 KO, for one or many named checks.
+--
+-- Static code. The checks come from the data file the role renders and loads
+-- just before this one; it sets the global `checktcp_config`.
+--
+-- * Each target has one worker task, registered at load time (HAProxy 2.6
+--   never frees a task registered later). A worker runs one probe at a time,
+--   so open probe sockets never outnumber the targets.
+-- * A probe keeps its own deadline: it reads byte by byte with the time left
+--   as socket timeout, because on HAProxy 3.x that timeout only bounds
+--   inactivity and a peer trickling bytes would stretch a line read.
+-- * live mode: a request asks each target's worker for a probe, or shares the
+--   one in flight, and waits with its own deadline until the policy is decided.
+-- * cached mode: a loop per check runs a probe round every interval and
+--   publishes the pages in a map, which haproxy.cfg answers natively.
+
+-- luacheck: globals checktcp_config
+local config = checktcp_config
+checktcp_config = nil
+
+-- Limits and slack, in bytes and milliseconds.
+local MAX_LINE_BYTES = 1024       -- a longer header or reply line is KO
+local REQUEST_SLACK_MS = 50       -- a request waits for its verdict this long past the timeout
+local STALE_SLACK_MS = 1000       -- a cached verdict is stale after interval + timeout + this
+local WAIT_SPIN_MS = 2            -- a waiting request first yields without sleeping,
+local WAIT_BACKOFF_MAX_MS = 16    -- then sleeps 1, 2, 4... ms, up to this
+local WORKER_HOT_MS = 1000        -- HAProxy 2.6: a worker polls every ms this long after a request,
+local WORKER_IDLE_POLL_MS = 50    -- then backs off up to this
+local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
+local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checked
+local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the clock stepped
+local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
+local NATIVE_PAGE_MAX_BYTES = 8192  -- larger cached pages are answered by Lua (HAProxy's buffer)
+local KEEP_GENERATIONS = 2        -- published generations kept for requests still reading them
+local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
+local PRINTABLE_MAX_BYTES = 64
+-- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
+-- a connect failure this close to the deadline is a connect timeout.
+local CONNECT_TIMEOUT_SLACK_MS = 40
+
+-- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
+-- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
+-- requests sleep until a worker is done. Elsewhere they poll, with back-off.
+local HAS_QUEUE = core.queue ~= nil
+local HAS_ALARM = HAS_QUEUE and core.wait ~= nil and core.queue().alarm ~= nil
+local START_LATENCY_MS = HAS_QUEUE and 0 or WORKER_IDLE_POLL_MS
+
+-------------------------------------------------------------------- clocks
+
+local function mono_ms()
+  local t = core.now()
+  return t.sec * 1000 + t.usec // 1000
+end
+
+-- HAProxy's Lua has a monotonic clock in ms (core.now) and the wall clock in
+-- seconds (os.time); haproxy.cfg only the wall clock in ms. The offset
+-- between them is measured on a tick of os.time() and measured again when
+-- os.time() disagrees, so cached verdicts are dated in haproxy.cfg's clock.
+local wall_offset_ms = os.time() * 1000 + 500 - mono_ms()
+
+local function wall_ms()
+  return mono_ms() + wall_offset_ms
+end
+
+local function calibrate_wall_clock()
+  local second = os.time()
+  while os.time() == second do
+    core.msleep(1)
+  end
+  wall_offset_ms = os.time() * 1000 - mono_ms()
+end
+
+local function wall_clock_stepped()
+  local ahead = os.time() * 1000 - wall_ms()
+  return ahead > CLOCK_SLACK_MS or ahead < -1000 - CLOCK_SLACK_MS
+end
+
+local function utc(ms)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. string.format(".%03dZ", ms % 1000)
+end
+
+---------------------------------------------------------------- utilities
+
+-- Runs step() forever in a task; an error is logged and the step starts
+-- again after a pause, so one error never ends a probe loop.
+local function forever(what, step, on_error)
+  while true do
+    local ok, err = pcall(step)
+    if not ok then
+      core.log(core.err, string.format("checktcp: %s: error: %s", what, tostring(err)))
+      if on_error then on_error(tostring(err)) end
+      core.msleep(ERROR_PAUSE_MS)
+    end
+  end
+end
+
+-- At most PRINTABLE_MAX_BYTES of a reply, safe for logs and pages: bytes
+-- outside printable ASCII become \xNN, and \ and " are escaped.
+local function printable(s)
+  return (s:sub(1, PRINTABLE_MAX_BYTES):gsub(".", function(c)
+    local byte = c:byte()
+    if byte < 32 or byte > 126 then
+      return string.format("\\x%02x", byte)
+    elseif c == '"' or c == "\\" then
+      return "\\" .. c
+    end
+  end))
+end
+
+-------------------------------------------------------------------- probe
+
+-- The probe connects to the target's relay in haproxy.cfg, which connects to
+-- the target without retrying. So the connect itself always succeeds, and a
+-- refused, unreachable or timed-out connect shows as a close before any
+-- byte: the relay's count of connection errors tells it from a target that
+-- accepted and closed.
+local function relay_errors(relay)
+  local proxy = core.backends[relay.proxy]
+  local server = proxy and proxy.servers["target"]
+  return server and tonumber(server:get_stats()["econ"]) or 0
+end
+
+-- One probe of one target, bounded by one deadline. on_stage(name) is told
+-- each step. Returns { ok, reason, ms, finished (monotonic), wall }.
+local function probe(check, target, on_stage)
+  local started = mono_ms()
+  local deadline = started + check.timeout_ms
+  local sock = core.tcp()
+  local received = 0
+  local errors_before = relay_errors(target.relay)
+
+  local function timeout(stage)
+    return string.format("timeout after %d ms waiting for %s", check.timeout_ms, stage)
+  end
+
+  -- Sets the socket timeout to the time left; nil once none is left.
+  local function arm()
+    local left = deadline - mono_ms()
+    if left <= 0 then return nil end
+    sock:settimeout(left / 1000)
+    return left
+  end
+
+  local function connect()
+    on_stage("connect")
+    if not arm() then return nil, timeout("connect") end
+    if sock:connect(target.relay.socket) then return true end
+    return nil, "relay unavailable: " .. target.relay.socket
+  end
+
+  -- Why the connection closed before the first byte, if the relay's connect
+  -- failed: it gives up on a connect just before the deadline.
+  local function connect_failure()
+    if received > 0 or relay_errors(target.relay) == errors_before then return nil end
+    if mono_ms() >= deadline - CONNECT_TIMEOUT_SLACK_MS then return timeout("connect") end
+    return "connection refused or unreachable"
+  end
+
+  local function send()
+    on_stage("send")
+    if not arm() then return nil, timeout("send") end
+    if sock:send(check.send .. "\n") then return true end
+    if mono_ms() >= deadline - 1 then return nil, timeout("send") end
+    return nil, "send failed: connection closed"
+  end
+
+  -- A line without its end (LF or CRLF). Byte by byte, checking the clock.
+  local function read_line(stage)
+    on_stage(stage)
+    local bytes = {}
+    while true do
+      if not arm() then return nil, timeout(stage) end
+      local byte = sock:receive(1)
+      if byte == nil then
+        local failed = connect_failure()
+        if failed then return nil, failed end
+        if mono_ms() >= deadline - 1 then return nil, timeout(stage) end
+        return nil, stage .. " closed by peer"
+      end
+      received = received + 1
+      if byte == "\n" then
+        return (table.concat(bytes):gsub("\r$", ""))
+      elseif #bytes >= MAX_LINE_BYTES then
+        return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
+      end
+      bytes[#bytes + 1] = byte
+    end
+  end
+
+  local function run()
+    local ok, err = connect()
+    if not ok then return false, err end
+    ok, err = send()
+    if not ok then return false, err end
+    for n = 1, check.skip_lines do
+      ok, err = read_line("header line " .. n)
+      if not ok then return false, err end
+    end
+    local line
+    line, err = read_line("reply line")
+    if not line then return false, err end
+    if line ~= check.expect then
+      return false, string.format("unexpected reply \"%s\"", printable(line))
+    end
+    return true, "reply matched"
+  end
+
+  local ran, verdict, reason = pcall(run)
+  sock:close()
+  if not ran then
+    verdict, reason = false, "probe error: " .. tostring(verdict)
+  end
+  local finished = mono_ms()
+  return { ok = verdict, reason = reason, ms = finished - started, finished = finished, wall = wall_ms() }
+end
+
+------------------------------------------------------------------ targets
+
+local function log_failure(st, reason, ms, at)
+  if reason ~= st.logged_reason or at - st.logged_at >= LOG_EVERY_MS then
+    core.log(core.warning, string.format("checktcp: %s KO: %s (%d ms)", st.label, reason, ms))
+    st.logged_reason, st.logged_at = reason, at
+  end
+end
+
+local function record(st, result)
+  st.result = result
+  st.probes = st.probes + 1
+  if result.ok then
+    if st.logged_reason ~= nil then
+      core.log(core.notice, string.format("checktcp: %s OK again (%d ms)", st.label, result.ms))
+    end
+    st.logged_reason = nil
+  else
+    st.failures = st.failures + 1
+    log_failure(st, result.reason, result.ms, result.finished)
+  end
+end
+
+-- Blocks the worker until a request wants a probe it has not started.
+local function wait_for_demand(st)
+  if st.demand then
+    while st.wanted <= st.seq do
+      st.demand:pop_wait()
+    end
+    while st.demand:pop() do end
+    return
+  end
+  local pause = 1
+  while st.wanted <= st.seq do
+    if mono_ms() - st.demanded_at > WORKER_HOT_MS then
+      pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
+    end
+    core.msleep(pause)
+  end
+end
+
+local function wake_waiters(st)
+  for waiter in pairs(st.waiters) do
+    waiter:push(true)
+  end
+end
+
+local function finish_probe(st, result)
+  result.seq = st.seq
+  record(st, result)
+  st.probing_since, st.stage = nil, nil
+  wake_waiters(st)
+end
+
+local function worker_step(st)
+  wait_for_demand(st)
+  st.seq = st.seq + 1
+  st.probing_since = mono_ms()
+  finish_probe(st, probe(st.check, st.target, function(stage) st.stage = stage end))
+end
+
+-- Asks for a probe of st's target that no earlier request shares, unless
+-- one is in flight (then it is shared); returns the probe number to await.
+local function demand_probe(st, now)
+  if st.probing_since ~= nil then
+    return st.seq
+  end
+  local seq = st.seq + 1
+  if st.wanted < seq then
+    st.wanted, st.demanded_at = seq, now
+    if st.demand then st.demand:push(true) end
+  end
+  return seq
+end
+
+------------------------------------------------------------------- checks
+
+local checks, by_path = {}, {}
+
+local function new_target(check, target, index)
+  target.relay = {
+    proxy = string.format("%s_%s_%d", config.relay_proxy, check.name, index),
+    socket = string.format("abns@%s-%s-%d", config.relay_socket, check.name, index),
+  }
+  local st = {
+    check = check, target = target, label = target.name,
+    seq = 0, wanted = 0, demanded_at = 0, result = nil,
+    probing_since = nil, stage = nil,
+    demand = HAS_QUEUE and core.queue() or nil,
+    -- requests waiting for this target (3.2+); weak, so an aborted request's queue goes
+    waiters = setmetatable({}, { __mode = "k" }),
+    logged_reason = nil, logged_at = 0, probes = 0, failures = 0,
+  }
+  if not config.catch_all then
+    st.label = check.name .. "/" .. target.name
+  end
+  return st
+end
+
+for _, check in ipairs(config.checks) do
+  check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
+  check.answered = { OK = 0, KO = 0 }
+  check.states = {}
+  for i, target in ipairs(check.targets) do
+    check.states[i] = new_target(check, target, i)
+  end
+  checks[#checks + 1] = check
+  by_path[check.path] = check
+end
+
+-- Whether a request can stop waiting for the probes wanted: when all of
+-- them are done, or (unless all is true) once enough are OK for the policy.
+-- A failing policy waits for every probe, so a KO page shows every target.
+local function decided(check, wanted, all)
+  local up, pending = 0, 0
+  for i, st in ipairs(check.states) do
+    local r = st.result
+    if r == nil or r.seq < wanted[i] then
+      pending = pending + 1
+    elseif r.ok then
+      up = up + 1
+    end
+  end
+  return pending == 0 or (not all and up >= check.required)
+end
+
+-- Waits until decided or the deadline; a worker wakes the request (3.2+),
+-- else the request polls with back-off.
+local function await(check, wanted, deadline, all)
+  local waiter = HAS_ALARM and core.queue() or nil
+  if waiter then
+    for _, st in ipairs(check.states) do st.waiters[waiter] = true end
+  end
+  local spin_until, pause = mono_ms() + WAIT_SPIN_MS, 1
+  while not decided(check, wanted, all) do
+    local now = mono_ms()
+    if now >= deadline then break end
+    if waiter then
+      waiter:alarm()
+      if waiter:size() == 0 then core.wait(deadline - now) end
+      while waiter:pop() do end
+    elseif now < spin_until then
+      core.yield()
+    else
+      core.msleep(math.min(pause, deadline - now))
+      pause = math.min(pause * 2, WAIT_BACKOFF_MAX_MS)
+    end
+  end
+  if waiter then
+    for _, st in ipairs(check.states) do st.waiters[waiter] = nil end
+  end
+end
+
+-- The verdict of check from the probes wanted: { ok, up, rows, wall }.
+local function verdict(check, wanted, now)
+  local rows, up = {}, 0
+  for i, st in ipairs(check.states) do
+    local r = st.result
+    local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
+    if r ~= nil and r.seq >= wanted[i] then
+      row.ok, row.reason, row.ms, row.wall = r.ok, r.reason, r.ms, r.wall
+    elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
+      row.pending, row.reason = true, "probe still running (policy already decided)"
+    elseif st.probing_since ~= nil then
+      row.reason = string.format("no verdict within %d ms: probe stuck in %s for %d ms",
+        check.timeout_ms + REQUEST_SLACK_MS, st.stage or "start", now - st.probing_since)
+      log_failure(st, row.reason, now - st.probing_since, now)
+    else
+      row.reason = string.format("no verdict within %d ms: probe not started", check.timeout_ms + REQUEST_SLACK_MS)
+      log_failure(st, row.reason, 0, now)
+    end
+    if row.ok then up = up + 1 end
+    rows[i] = row
+  end
+  return { ok = up >= check.required, up = up, rows = rows, at = now, wall = wall_ms() }
+end
+
+-- A live verdict for a request arriving now.
+local function live_verdict(check, arrival)
+  local wanted = {}
+  for i, st in ipairs(check.states) do
+    wanted[i] = demand_probe(st, arrival)
+  end
+  await(check, wanted, arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
+  return verdict(check, wanted, mono_ms())
+end
+
+-- The last cached verdict, waiting for the first round if none yet.
+local function cached_verdict(check, arrival)
+  local deadline = arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS
+  while check.latest == nil and mono_ms() < deadline do
+    core.msleep(math.min(10, deadline - mono_ms()))
+  end
+  local latest, now = check.latest, mono_ms()
+  if latest == nil then
+    local wanted = {}
+    for i in ipairs(check.states) do wanted[i] = 1 end
+    return verdict(check, wanted, now)
+  end
+  local age = now - latest.at
+  if age <= check.stale_ms then
+    return latest
+  end
+  local rows = {}
+  for i, row in ipairs(latest.rows) do
+    rows[i] = { name = row.name, ok = false, ms = row.ms, wall = row.wall,
+                reason = string.format("stale verdict (%d ms old)", age) }
+  end
+  return { ok = false, up = 0, rows = rows, at = latest.at, wall = latest.wall, stale = true }
+end
+
+local function check_verdict(check, arrival)
+  if check.mode == "cached" then
+    return cached_verdict(check, arrival)
+  end
+  return live_verdict(check, arrival)
+end
+
+------------------------------------------------------------------- pages
+
+local function html_escape(s)
+  return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
+end
+
+local function json_string(s)
+  return '"' .. tostring(s):gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local STYLE = table.concat({
+  "body{margin:0;font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1c2230}",
+  "main{max-width:64rem;margin:0 auto;padding:1rem}",
+  "header{border-radius:.5rem;padding:.75rem 1rem;color:#fff}",
+  ".ok header{background:#17803d}.ko header{background:#b42318}",
+  "h1{margin:0;font-size:2.5rem;letter-spacing:.05em}",
+  "header p{margin:.25rem 0 0;font-size:1.1rem}",
+  "p.meta{color:#4b5563}",
+  ".scroll{overflow-x:auto}",
+  "table{border-collapse:collapse;width:100%;background:#fff}",
+  "th,td{padding:.4rem .6rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}",
+  "td.n{text-align:right;font-variant-numeric:tabular-nums}",
+  ".v-ok{color:#17803d;font-weight:700}.v-ko{color:#b42318;font-weight:700}.v-pending{color:#6b7280}",
+  "a{color:inherit}",
+  "@media (max-width:40rem){h1{font-size:2rem}th,td{padding:.3rem}}",
+}, "\n")
+
+local function page(word, title, refresh, content)
+  local head = {
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+  }
+  if refresh then
+    head[#head + 1] = string.format('<meta http-equiv="refresh" content="%d">\n', refresh)
+  end
+  head[#head + 1] = "<title>" .. word .. " - " .. html_escape(title) .. "</title>\n"
+  head[#head + 1] = "<style>\n" .. STYLE .. "\n</style></head>\n"
+  head[#head + 1] = '<body class="' .. word:lower() .. '"><main>\n'
+  return table.concat(head) .. content .. "</main></body></html>\n"
+end
+
+local function summary(check, v)
+  return string.format("%d of %d targets OK, %d required (%s mode)", v.up, #v.rows, check.required, check.mode)
+end
+
+local function row_verdict(row)
+  if row.pending then return "pending", "v-pending" end
+  return row.ok and "OK" or "KO", row.ok and "v-ok" or "v-ko"
+end
+
+local function render_check_html(check, v, details, refresh)
+  local word = v.ok and "OK" or "KO"
+  local title = config.catch_all and "checktcp" or check.name
+  local out = {
+    "<header><h1>", word, "</h1>\n<p>",
+    v.ok and "The echo service answers." or "The echo service does not answer.",
+    "</p></header>\n",
+    '<p class="meta">', html_escape(title), ": ", summary(check, v),
+    ', checked <time datetime="', utc(v.wall), '">', utc(v.wall), "</time></p>\n",
+  }
+  if details then
+    out[#out + 1] = '<div class="scroll"><table>\n<tr><th>target</th><th>verdict</th>'
+      .. "<th>probe ms</th><th>checked (UTC)</th><th>reason</th></tr>\n"
+    for _, row in ipairs(v.rows) do
+      local text, class = row_verdict(row)
+      out[#out + 1] = string.format(
+        '<tr><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>\n',
+        html_escape(row.name), class, text, row.ms, row.wall and utc(row.wall):sub(12) or "-",
+        html_escape(row.reason))
+    end
+    out[#out + 1] = "</table></div>\n"
+  end
+  return page(word, title, refresh, table.concat(out))
+end
+
+local function render_check_json(check, v, details)
+  local word = v.ok and "OK" or "KO"
+  local out = { '{"status":"', word, '"' }
+  if not config.catch_all then
+    out[#out + 1] = ',"check":' .. json_string(check.name) .. ',"path":' .. json_string(check.path)
+  end
+  out[#out + 1] = string.format(',"up":%d,"required":%d,"mode":"%s"', v.up, check.required, check.mode)
+  if details then
+    local items = {}
+    for i, row in ipairs(v.rows) do
+      items[i] = string.format('{"target":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,"reason":%s}',
+        json_string(row.name), tostring(row.ok), row.pending and '"pending":true,' or "", row.ms,
+        row.wall and json_string(utc(row.wall)) or "null", json_string(row.reason))
+    end
+    out[#out + 1] = ',"checked_at":' .. json_string(utc(v.wall))
+    out[#out + 1] = ',"targets":[' .. table.concat(items, ",") .. "]"
+  end
+  out[#out + 1] = "}\n"
+  return table.concat(out)
+end
+
+local function render_overview_html(verdicts, ok, refresh)
+  local word = ok and "OK" or "KO"
+  local out = {
+    "<header><h1>", word, "</h1>\n<p>",
+    ok and "Every check answers." or "At least one check does not answer.",
+    "</p></header>\n",
+    '<div class="scroll"><table>\n<tr><th>check</th><th>verdict</th><th>targets OK</th><th>checked (UTC)</th></tr>\n',
+  }
+  for _, item in ipairs(verdicts) do
+    local check, v = item.check, item.verdict
+    out[#out + 1] = string.format(
+      '<tr><td><a href="%s">%s</a></td><td class="%s">%s</td>'
+        .. '<td class="n">%d of %d, %d required</td><td>%s</td></tr>\n',
+      html_escape(check.path), html_escape(check.name), v.ok and "v-ok" or "v-ko", v.ok and "OK" or "KO",
+      v.up, #v.rows, check.required, utc(v.wall):sub(12))
+  end
+  out[#out + 1] = "</table></div>\n"
+  return page(word, "checktcp overview", refresh, table.concat(out))
+end
+
+local function render_overview_json(verdicts, ok)
+  local items = {}
+  for i, item in ipairs(verdicts) do
+    local check, v = item.check, item.verdict
+    items[i] = string.format('{"name":%s,"path":%s,"status":"%s","up":%d,"required":%d,"mode":"%s"}',
+      json_string(check.name), json_string(check.path), v.ok and "OK" or "KO", v.up, check.required, check.mode)
+  end
+  return string.format('{"status":"%s","checks":[%s]}\n', ok and "OK" or "KO", table.concat(items, ","))
+end
+
+------------------------------------------------------------- cached mode
+
+-- Pages go into the state map under keys that are never rewritten: a new
+-- generation's entries first, then "<path>" -> generation, then the entries
+-- of older generations go. A request reads the generation once, then only
+-- entries of that generation: status, date and page always belong together.
+local function publish(check, v)
+  local map = config.state_map
+  local gen = (check.generation or 0) + 1
+  local prefix = check.path .. "@" .. gen .. "@"
+  local entries = {
+    code = v.ok and "200" or "503",
+    at = tostring(v.wall),
+    expires = tostring(v.wall + check.stale_ms),
+    details = check.details and "1" or "0",
+  }
+  for _, details in ipairs({ true, false }) do
+    local flag = details and "1" or "0"
+    local html = render_check_html(check, v, details, nil)
+    local json = render_check_json(check, v, details)
+    -- Map values are one line; larger pages are left to the Lua service.
+    if #html <= NATIVE_PAGE_MAX_BYTES then entries["html@" .. flag] = (html:gsub("\n", "")) end
+    if #json <= NATIVE_PAGE_MAX_BYTES then entries["json@" .. flag] = (json:gsub("\n", "")) end
+  end
+  for key, value in pairs(entries) do
+    core.set_map(map, prefix .. key, value)
+  end
+  core.set_map(map, check.path, tostring(gen))
+  check.generation, check.published = gen, check.published or {}
+  check.published[gen] = entries
+  local old = gen - KEEP_GENERATIONS
+  if check.published[old] then
+    for key in pairs(check.published[old]) do
+      core.del_map(map, check.path .. "@" .. old .. "@" .. key)
+    end
+    check.published[old] = nil
+  end
+end
+
+local function cached_round(check)
+  local round = mono_ms()
+  local wanted = {}
+  for i, st in ipairs(check.states) do
+    wanted[i] = demand_probe(st, round)
+  end
+  await(check, wanted, round + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, true)
+  local v = verdict(check, wanted, mono_ms())
+  check.latest = v
+  publish(check, v)
+  core.msleep(math.max(check.interval_ms - (mono_ms() - round), 1))
+end
+
+-------------------------------------------------------------------- tasks
+
+for _, check in ipairs(checks) do
+  for _, st in ipairs(check.states) do
+    core.register_task(function()
+      forever("probe worker of " .. st.label, function() worker_step(st) end, function(err)
+        if st.probing_since ~= nil then
+          finish_probe(st, { ok = false, reason = "probe error: " .. err, ms = mono_ms() - st.probing_since,
+                             finished = mono_ms(), wall = wall_ms() })
+        end
+      end)
+    end)
+  end
+  if check.mode == "cached" then
+    core.register_task(function()
+      forever("cached loop of " .. check.name, function() cached_round(check) end)
+    end)
+  end
+end
+
+core.register_task(function()
+  forever("wall clock", function()
+    calibrate_wall_clock()
+    repeat
+      core.msleep(CLOCK_CHECK_MS)
+    until wall_clock_stepped()
+  end)
+end)
+
+----------------------------------------------------------------- services
+
+local function respond(applet, status, reason, ctype, body, headers)
+  applet:set_status(status, reason)
+  applet:add_header("content-type", ctype)
+  applet:add_header("content-length", tostring(#body))
+  applet:add_header("cache-control", "no-store")
+  for name, value in pairs(headers or {}) do
+    applet:add_header(name, value)
+  end
+  applet:start_response()
+  if applet.method ~= "HEAD" then
+    applet:send(body)
+  end
+end
+
+local function wants_json(applet)
+  if applet.qs and applet.qs:find("format=json", 1, true) then
+    return true
+  end
+  local accept = applet.headers["accept"]
+  return accept ~= nil and accept[0] ~= nil and accept[0]:find("application/json", 1, true) ~= nil
+end
+
+-- ?refresh=N, bounded; nil when absent or not a number.
+local function refresh_seconds(applet)
+  local value = applet.qs and tonumber(applet.qs:match("refresh=(%d+)"))
+  if value == nil then return nil end
+  return math.max(REFRESH_MIN_S, math.min(REFRESH_MAX_S, value))
+end
+
+-- Details for this client: haproxy.cfg sets txn.checktcp_details (1 or 0)
+-- from haproxy_status_details_allow; else the check's own setting.
+local function shows_details(applet, check)
+  local allowed = applet:get_var("txn.checktcp_details")
+  if allowed == nil then return check.details end
+  return tonumber(allowed) == 1
+end
+
+local function serve_check(applet, check, arrival)
+  local v = check_verdict(check, arrival)
+  local word = v.ok and "OK" or "KO"
+  check.answered[word] = check.answered[word] + 1
+  local details, refresh = shows_details(applet, check), refresh_seconds(applet)
+  local headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
+  if wants_json(applet) then
+    respond(applet, v.ok and 200 or 503, word, "application/json", render_check_json(check, v, details), headers)
+  else
+    respond(applet, v.ok and 200 or 503, word, "text/html; charset=utf-8",
+      render_check_html(check, v, details, refresh), headers)
+  end
+end
+
+local function serve_overview(applet, arrival)
+  -- Live checks probe concurrently: ask every worker first, then wait.
+  local wanted = {}
+  for _, check in ipairs(checks) do
+    if check.mode == "live" then
+      wanted[check] = {}
+      for i, st in ipairs(check.states) do wanted[check][i] = demand_probe(st, arrival) end
+    end
+  end
+  local verdicts, ok = {}, true
+  for i, check in ipairs(checks) do
+    local v
+    if check.mode == "live" then
+      await(check, wanted[check], arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
+      v = verdict(check, wanted[check], mono_ms())
+    else
+      v = cached_verdict(check, arrival)
+    end
+    verdicts[i] = { check = check, verdict = v }
+    ok = ok and v.ok
+  end
+  local word = ok and "OK" or "KO"
+  if wants_json(applet) then
+    respond(applet, ok and 200 or 503, word, "application/json", render_overview_json(verdicts, ok))
+  else
+    respond(applet, ok and 200 or 503, word, "text/html; charset=utf-8",
+      render_overview_html(verdicts, ok, refresh_seconds(applet)))
+  end
+end
+
+core.register_service("checktcp", "http", function(applet)
+  if applet.method ~= "GET" and applet.method ~= "HEAD" then
+    respond(applet, 405, "Method Not Allowed", "text/plain", "method not allowed\n", { allow = "GET, HEAD" })
+    return
+  end
+  local arrival = mono_ms()
+  if config.catch_all then
+    serve_check(applet, checks[1], arrival)
+  elseif by_path[applet.path] then
+    serve_check(applet, by_path[applet.path], arrival)
+  elseif applet.path == config.overview_path then
+    serve_overview(applet, arrival)
+  else
+    respond(applet, 404, "Not Found", "text/plain", "no check at this path\n")
+  end
+end)
+
+------------------------------------------------------------------ metrics
+
+local function label(s)
+  return (tostring(s):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
+local TARGET_METRICS = {
+  { "checktcp_up", "gauge", "1 if the target's last probe succeeded, else 0.",
+    function(st) return (st.result and st.result.ok) and 1 or 0 end },
+  { "checktcp_probes_total", "counter", "Probes of the target.", function(st) return st.probes end },
+  { "checktcp_probe_failures_total", "counter", "Failed probes of the target.", function(st) return st.failures end },
+  { "checktcp_probe_duration_seconds", "gauge", "Duration of the target's last probe.",
+    function(st) return st.result and st.result.ms / 1000 or 0 end },
+  { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict.",
+    function(st, now) return st.result and (now - st.result.finished) / 1000 or 0 end },
+}
+
+-- Native answers of cached mode are counted by haproxy.cfg in a stick table
+-- (general purpose counter 0, keyed "<path>@<code>").
+local function native_answers(check, code)
+  local counts = core.backends[config.counts_table]
+  if counts == nil or counts.stktable == nil then return 0 end
+  local entry = counts.stktable:lookup(check.path .. "@" .. code)
+  return entry and (entry.gpc0 or 0) or 0
+end
+
+core.register_service("checktcp_metrics", "http", function(applet)
+  local now, out = mono_ms(), {}
+  for _, metric in ipairs(TARGET_METRICS) do
+    local name, kind, help, value = metric[1], metric[2], metric[3], metric[4]
+    out[#out + 1] = string.format("# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
+    for _, check in ipairs(checks) do
+      for _, st in ipairs(check.states) do
+        out[#out + 1] = string.format('%s{check="%s",target="%s"} %s\n',
+          name, label(check.name), label(st.target.name), value(st, now))
+      end
+    end
+  end
+  out[#out + 1] = "# HELP checktcp_requests_total Status requests answered, by check and verdict.\n"
+  out[#out + 1] = "# TYPE checktcp_requests_total counter\n"
+  for _, check in ipairs(checks) do
+    for _, answer in ipairs({ { "OK", "200" }, { "KO", "503" } }) do
+      local word, code = answer[1], answer[2]
+      out[#out + 1] = string.format('checktcp_requests_total{check="%s",verdict="%s"} %d\n',
+        label(check.name), word, check.answered[word] + native_answers(check, code))
+    end
+  end
+  local body = table.concat(out)
+  applet:set_status(200)
+  applet:add_header("content-type", "text/plain; version=0.0.4")
+  applet:add_header("content-length", tostring(#body))
+  applet:start_response()
+  applet:send(body)
+end)

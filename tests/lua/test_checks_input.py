@@ -1,0 +1,142 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2025, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The role's validation of haproxy_checktcp_checks, through the role itself: a
+bad list fails the play at the validation task, naming the variable, and leaves
+the files of the previous good render byte for byte as they were; numbers given
+as strings (as ``-e key=value`` and INI inventories give them) are accepted.
+
+All renders start together: a good one per case, then the case's own."""
+
+from __future__ import annotations
+
+import pytest
+
+VALIDATION_TASK = "Assert that the variables are valid"
+
+
+def good_checks(port):
+    return [{"name": "web", "targets": [{"host": "127.0.0.1", "port": port}]},
+            {"name": "db", "path": "/status/db", "targets": [{"host": "127.0.0.1", "port": port}]}]
+
+
+def target(port):
+    return [{"host": "127.0.0.1", "port": port}]
+
+
+# case -> (variables, given the port of a target; strings the failure must contain)
+REJECTED = {
+    "duplicate-names": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port)}, {"name": "web", "path": "/web2", "targets": target(port)}]},
+        ["haproxy_checktcp_checks: ", 'same name "web"']),
+    "duplicate-paths": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port)}, {"name": "db", "path": "/web", "targets": target(port)}]},
+        ["haproxy_checktcp_checks: ", 'same path "/web"']),
+    "bad-name": (lambda port: {"haproxy_checktcp_checks": [{"name": "Web Site", "targets": target(port)}]},
+                 ["haproxy_checktcp_checks[0]: name must match", 'name="Web Site"']),
+    "path-without-slash": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "path": "web", "targets": target(port)}]},
+        ['haproxy_checktcp_checks[0] (name "web"): path must start with /']),
+    "path-is-the-overview": (lambda port: {"haproxy_checktcp_overview_path": "/web", "haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port)}]},
+        ['haproxy_checktcp_checks[0] (name "web"): path "/web" is the overview']),
+    "no-targets": (lambda port: {"haproxy_checktcp_checks": [{"name": "web"}]},
+                   ['haproxy_checktcp_checks[0] (name "web"): no targets']),
+    "empty-targets-group": (lambda port: {"haproxy_checktcp_checks": [{"name": "web", "targets_group": "nowhere"}]},
+                            ['haproxy_checktcp_checks[0] (name "web"): no targets', '"nowhere" has no hosts']),
+    "bad-port": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": [{"host": "127.0.0.1", "port": 70000}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): targets[0]: port', '"port": 70000']),
+    "bad-check-timeout": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "timeout_ms": "0"}]},
+        ['haproxy_checktcp_checks[0] (name "web"): timeout_ms: ', 'timeout_ms="0"']),
+    "bad-default-timeout": (lambda port: {"haproxy_checktcp_timeout_ms": "60001", "haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port)}]},
+        ["haproxy_checktcp_timeout_ms: ", 'timeout_ms="60001"']),
+}
+
+ACCEPTED = {
+    "timeout-as-string": lambda port: {"haproxy_checktcp_timeout_ms": "500", "haproxy_checktcp_skip_lines": "1",
+                                       "haproxy_checktcp_details": "no",
+                                       "haproxy_checktcp_targets": [{"host": "127.0.0.1", "port": str(port)}]},
+    "check-numbers-as-strings": lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": [{"host": "127.0.0.1", "port": str(port)}], "timeout_ms": "500",
+         "interval_ms": "1000", "skip_lines": "0", "policy": "1", "details": "yes"}]},
+}
+
+
+def files(service):
+    """Every file the role renders, path -> bytes."""
+    root = service.workdir / "etc"
+    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def failed_task(output):
+    return output[:output.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+
+
+class Run:
+    """One case: a good render, the files it left, then the case's render."""
+
+    def __init__(self, service, variables):
+        self.service = service
+        self.variables = variables
+        self.before = None
+        self.after = None
+        self.returncode = None
+        self.output = None
+
+
+@pytest.fixture(scope="module")
+def runs(make_service, free_port):
+    cases = {}
+    for name, (variables, _expected) in REJECTED.items():
+        cases[name] = variables
+    cases.update(ACCEPTED)
+    port = free_port()
+    runs = {name: Run(make_service(haproxy_checktcp_checks=good_checks(port)), variables(port))
+            for name, variables in cases.items()}
+    for run in runs.values():
+        run.service.render_start()
+    for run in runs.values():
+        returncode, output = run.service.render_wait()
+        assert returncode == 0, output
+        run.before = files(run.service)
+        assert run.before, "the good render wrote no file"
+    for run in runs.values():
+        run.service.render_start(run.variables)
+    for run in runs.values():
+        run.returncode, run.output = run.service.render_wait()
+        run.after = files(run.service)
+    return runs
+
+
+@pytest.mark.parametrize("name", list(REJECTED))
+def test_bad_checks_stop_the_play_before_any_file_changes(runs, name):
+    run = runs[name]
+
+    assert run.returncode != 0, run.output
+    assert failed_task(run.output).endswith(VALIDATION_TASK), run.output
+    message = run.output[run.output.index("fatal:"):]
+    # The message is wrapped by the callback: compare it unwrapped.
+    unwrapped = " ".join(message.split())
+    for text in REJECTED[name][1]:
+        assert text in unwrapped, (text, run.output)
+    assert run.after == run.before
+
+
+def test_a_string_timeout_is_rendered_as_a_number(runs):
+    run = runs["timeout-as-string"]
+
+    assert run.returncode == 0, run.output
+    assert "timeout_ms = 500," in run.service.lua.read_text()
+
+
+def test_numbers_of_a_check_given_as_strings_are_accepted(runs):
+    run = runs["check-numbers-as-strings"]
+
+    assert run.returncode == 0, run.output
+    port = run.variables["haproxy_checktcp_checks"][0]["targets"][0]["port"]
+    assert 'host = "127.0.0.1", port = %s,' % port in run.service.lua.read_text()
