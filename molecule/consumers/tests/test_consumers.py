@@ -222,12 +222,14 @@ def test_haproxy_exporter_parses(page):
     ({"haproxy_status_tls": True, "haproxy_status_tls_cert": "/nonexistent.pem"}, "haproxy_status_tls_cert"),
 ])
 def test_bad_variables_stop_the_play_before_any_change(page, extra_vars, named):
-    files = ["/etc/haproxy/haproxy.cfg", "/etc/haproxy/lua/checktcp.lua", PAGE_CERT, PAGE_CERT + ".key"]
-    before = page.check_output(q("stat", "-c", "%n %y %s", *files) + " && " + q("sha256sum", *files))
+    files = ["/etc/haproxy/haproxy.cfg", PAGE_CERT, PAGE_CERT + ".key"]
+    # and the Lua pair haproxy.cfg loads, named after its content
+    lua = " /etc/haproxy/lua/checktcp*.lua"
+    before = page.check_output(q("stat", "-c", "%n %y %s", *files) + lua + " && " + q("sha256sum", *files) + lua)
     code, output = run_playbook(extra_vars)
     assert code != 0, output[-2000:]
     fatal = "\n".join(line for line in output.splitlines() if "fatal:" in line or "FAILED" in line or named in line)
     assert named in fatal, output[-3000:]
     assert "changed=0" in output, output[-2000:]
-    after = page.check_output(q("stat", "-c", "%n %y %s", *files) + " && " + q("sha256sum", *files))
+    after = page.check_output(q("stat", "-c", "%n %y %s", *files) + lua + " && " + q("sha256sum", *files) + lua)
     assert after == before

@@ -20,7 +20,8 @@ HELPERS_DIR = "/usr/local/lib/checktcp-tests"
 # The files the roles deploy; a failed run must leave them untouched.
 LIVE_FILES = (
     "/etc/haproxy/haproxy.cfg",
-    "/etc/haproxy/lua/checktcp.lua",
+    # the Lua pair haproxy.cfg loads, named after its content (a glob)
+    "/etc/haproxy/lua/checktcp*.lua",
     "/etc/systemd/system/checktcp-echo.service",
     "/usr/local/lib/checktcp/checktcp_echo.py",
 )
@@ -117,7 +118,7 @@ class System:
 
     def file_states(self, paths=LIVE_FILES):
         """sha256 and mtime (to the nanosecond) of each path."""
-        quoted = " ".join(quote(p) for p in paths)
+        quoted = " ".join(p if "*" in p else quote(p) for p in paths)
         states = {}
         for line in self.host.check_output(f"sha256sum {quoted}").splitlines():
             digest, path = line.split(None, 1)

@@ -77,7 +77,8 @@ def test_bad_input_stops_the_play_before_any_change(runs, name):
     recap = run.recap()
     assert recap.get("failed") == 1 and recap.get("changed") == 0, f"{recap}\n{run.tail()}"
     # Failed before the first task that writes a file of the roles.
-    for task in ("Install the echo server program", "Render checktcp.lua", "Render haproxy.cfg"):
+    for task in ("Install the echo server program", "Install the checktcp Lua service",
+                 "Render the checks for the Lua service", "Render haproxy.cfg"):
         assert "changed" not in run.task_status(task), f"{task} ran\n{run.tail()}"
     runs.check_host_untouched(run)
 
@@ -89,7 +90,7 @@ def test_values_haproxy_rejects_fail_at_validation(runs, name):
     assert run.task_status(VALIDATED_TASK) == ["fatal"], f"{VALIDATED_TASK} did not fail\n{run.tail()}"
     said = run.failure_text()
     assert "failed to validate" in said, said
-    assert "changed" not in run.task_status("Render checktcp.lua"), run.tail()
+    assert "changed" not in run.task_status("Render the checks for the Lua service"), run.tail()
     for handler in ("Reload HAProxy", "Restart HAProxy"):
         assert not run.task_status(handler), f"{handler} ran\n{run.tail()}"
     runs.check_host_untouched(run)

@@ -15,7 +15,7 @@ LOAD_UNIT = "checktcp-load"
 LOAD_OUT = "/tmp/checktcp-load.json"
 LOAD_STOP = "/tmp/checktcp-load.stop"
 LOAD = "/usr/local/lib/checktcp-tests/load.py"
-# Each changes checktcp.lua (probe timeout, details) and haproxy.cfg (a timeout).
+# Each changes the checks (probe timeout, details) and haproxy.cfg (a timeout).
 CHANGES = (
     {"haproxy_checktcp_timeout_ms": 900, "haproxy_timeout_client": "29s", "haproxy_checktcp_details": False,
      "haproxy_checktcp_targets": [{"host": "127.0.0.1", "port": 8080}]},
@@ -65,7 +65,7 @@ def test_each_run_reloads_never_restarts(reconfigured, index):
     before, after = reconfigured.pids[index], reconfigured.pids[index + 1]
     context = f"\n--- run ---\n{run.tail()}\n--- journal ---\n{reconfigured.journal}"
     assert run.returncode == 0, "the run failed" + context
-    for task in ("Render checktcp.lua", "Render haproxy.cfg"):
+    for task in ("Render the checks for the Lua service", "Render haproxy.cfg"):
         assert run.task_status(task) == ["changed"], f"{task} did not change" + context
     assert "changed" in run.task_status("Reload HAProxy"), "no reload" + context
     assert "changed" not in run.task_status("Restart HAProxy"), "a restart" + context
