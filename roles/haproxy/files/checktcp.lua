@@ -476,8 +476,10 @@ local function page(word, title, refresh, content)
   return table.concat(head) .. content .. "</main></body></html>\n"
 end
 
-local function summary(check, v)
-  return string.format("%d of %d targets OK, %d required (%s mode)", v.up, #v.rows, check.required, check.mode)
+-- Counts only, without details: a hidden page never lists or names targets.
+local function summary(check, v, details)
+  return string.format(details and "%d of %d targets OK, %d required (%s mode)" or "%d of %d up, %d required (%s mode)",
+    v.up, #v.rows, check.required, check.mode)
 end
 
 local function row_verdict(row)
@@ -492,7 +494,7 @@ local function render_check_html(check, v, details, refresh)
     "<header><h1>", word, "</h1>\n<p>",
     v.ok and "The echo service answers." or "The echo service does not answer.",
     "</p></header>\n",
-    '<p class="meta">', html_escape(title), ": ", summary(check, v),
+    '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
     ', checked <time datetime="', utc(v.wall), '">', utc(v.wall), "</time></p>\n",
   }
   if details then
