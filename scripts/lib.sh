@@ -33,6 +33,14 @@ image_ref() {
   printf 'localhost/checktcp-debian:%s-%s\n' "$version" \
     "$(sha256sum "$CHECKTCP_ROOT/scripts/build-image" | cut -c1-8)"
 }
+# That image with HAProxy installed, for the loopback Lua tests of HAProxy
+# versions the host does not have (scripts/build-haproxy-image).
+haproxy_image_ref() {
+  local base
+  base=$(image_ref "$1") || return
+  printf 'localhost/checktcp-haproxy:%s-%s\n' "${base##*:}" \
+    "$(sha256sum "$CHECKTCP_ROOT/scripts/build-haproxy-image" | cut -c1-8)"
+}
 CHECKTCP_IMAGE_12=$(image_ref 12)
 CHECKTCP_IMAGE_13=$(image_ref 13)
 CHECKTCP_IMAGE_FORKY=$(image_ref forky)
@@ -45,7 +53,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # builds their image, haproxy runs the loopback Lua tests, wrk the benchmarks,
 # and shellcheck lets ansible-test sanity check the shell scripts.
 ensure_system_packages() {
-  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk shellcheck) missing=() pkg
+  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk shellcheck
+                lua-check lua5.3 lua5.4 gcc libc6-dev) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
