@@ -59,7 +59,7 @@ ECHO_PORT_DEFAULT = 8080
 FALLBACK_TARGET = {"host": "127.0.0.1", "port": 8080}
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 LOOPBACK_NAMES = ("localhost",)
-FAMILIES = ("ipv4", "ipv6", "any")
+FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
 
 LUA_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
 LUA_INDENT = 2
@@ -472,10 +472,14 @@ def checktcp_resolve(checktcp, addresses):
             if answer is not None:
                 address = _pick_address(answer, target["family"])
                 if address is None:
-                    raise AnsibleFilterError(
-                        "%s (check %s): %s has no %s address on the HAProxy host (got %s)"
-                        % (CHECKS_VAR if not checktcp.get("catch_all") else SINGLE_PREFIX + "targets",
-                           _shown(check["name"]), target["host"], target["family"], _shown(answer)))
+                    if target["family"] == "any":
+                        problem = "%s does not resolve on the HAProxy host" % target["host"]
+                    else:
+                        problem = ("%s has no %s address on the HAProxy host, the family its echo server listens on"
+                                   % (target["host"], FAMILY_NAMES[target["family"]]))
+                    raise AnsibleFilterError("%s (check %s, target %s): %s (got %s)"
+                                             % (CHECKS_VAR if not checktcp.get("catch_all") else SINGLE_PREFIX + "targets",
+                                                _shown(check["name"]), _shown(target["name"]), problem, _shown(answer)))
                 target["host"] = address
             resolved.append(target)
         check["targets"] = resolved

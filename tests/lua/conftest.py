@@ -387,6 +387,12 @@ class StatusService:
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
+            if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
+                # HAProxy is the container's PID 1 (bin/haproxy names it after
+                # the podman client's PID): remove the container, not only the client.
+                subprocess.run(["podman", "rm", "-f", "-t", "0", "%s-haproxy-%d" % (os.environ.get("CHECKTCP_ID", "checktcp"),
+                                                                                   self.proc.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             self.proc.terminate()
             try:
                 self.proc.wait(5)

@@ -38,6 +38,7 @@ local PRINTABLE_MAX_BYTES = 64
 -- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
 -- a connect failure this close to the deadline is a connect timeout.
 local CONNECT_TIMEOUT_SLACK_MS = 40
+local REARM_SLACK_MS = 5          -- a read may end this much past the deadline
 
 -- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
 -- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
@@ -134,11 +135,17 @@ local function probe(check, target, on_stage)
     return string.format("timeout after %d ms waiting for %s", check.timeout_ms, stage)
   end
 
-  -- Sets the socket timeout to the time left; nil once none is left.
+  -- Keeps the socket timeout within REARM_SLACK_MS of the time left; nil
+  -- once none is left. On HAProxy 3.x the timeout restarts with each byte
+  -- read, so it is set again as the time left shrinks, not for every byte.
+  local armed_ms = nil
   local function arm()
     local left = deadline - mono_ms()
     if left <= 0 then return nil end
-    sock:settimeout(left / 1000)
+    if armed_ms == nil or armed_ms > left + REARM_SLACK_MS then
+      sock:settimeout(left / 1000)
+      armed_ms = left
+    end
     return left
   end
 

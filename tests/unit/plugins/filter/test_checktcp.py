@@ -336,16 +336,20 @@ def test_resolve_prefers_the_family_key():
     assert [c["targets"][0]["host"] for c in result["checks"]] == ["192.0.2.1", "2001:db8::1"]
 
 
-@pytest.mark.parametrize("catch_all, answer, expected", [
-    (False, "", ['haproxy_checktcp_checks (check "web"): echo.example has no ipv6 address']),
+@pytest.mark.parametrize("catch_all, family, answer, expected", [
+    (False, "ipv6", "", ['haproxy_checktcp_checks (check "web", target "echo.example:80"): ',
+                         "echo.example has no IPv6 address on the HAProxy host"]),
     # getent ahostsv6 maps an IPv4-only name: an IPv6-only echo server is not there.
-    (False, "::ffff:192.0.2.1 STREAM echo.example\n::ffff:192.0.2.1 DGRAM",
-     ['haproxy_checktcp_checks (check "web"): echo.example has no ipv6 address']),
-    (True, ["192.0.2.1 STREAM"], ['haproxy_checktcp_targets (check "web"): echo.example has no ipv6 address']),
+    (False, "ipv6", "::ffff:192.0.2.1 STREAM echo.example\n::ffff:192.0.2.1 DGRAM",
+     ["echo.example has no IPv6 address", "the family its echo server listens on"]),
+    (True, "ipv6", ["192.0.2.1 STREAM"], ['haproxy_checktcp_targets (check "web", target "echo.example:80"): ',
+                                          "echo.example has no IPv6 address"]),
+    (False, "ipv4", ["2001:db8::1 STREAM"], ["echo.example has no IPv4 address"]),
+    (False, "any", [], ['(check "web", target "echo.example:80"): echo.example does not resolve on the HAProxy host']),
 ])
-def test_resolve_without_an_address_of_the_family_fails(catch_all, answer, expected):
+def test_resolve_without_an_address_of_the_family_fails(catch_all, family, answer, expected):
     wanted = {"catch_all": catch_all, "overview_path": "/", "checks": [
-        check("web", "/", [target("echo.example", 80, family="ipv6")])]}
+        check("web", "/", [target("echo.example", 80, family=family)])]}
 
     with pytest.raises(AnsibleError) as raised:
         checktcp.checktcp_resolve(wanted, {"echo.example": answer})
