@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: (c) 2024, checktcp.haproxy_lua contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Line echo server checked by the checktcp HAProxy Lua service.
