@@ -459,7 +459,10 @@ local STYLE = table.concat({
   "td.n{text-align:right;font-variant-numeric:tabular-nums}",
   ".v-ok{color:#17803d;font-weight:700}.v-ko{color:#b42318;font-weight:700}.v-pending{color:#6b7280}",
   "a{color:inherit}",
-  "@media (max-width:40rem){h1{font-size:2rem}th,td{padding:.3rem}}",
+  -- Phones: smaller table text, and a target table drops its per-target time
+  -- (4th of 5 columns; the check's time is above it) so the reason stays in view.
+  "@media (max-width:40rem){h1{font-size:2rem}main{padding:.5rem}table{font-size:.875rem}th,td{padding:.3rem}"
+    .. "tr>:nth-child(4):nth-last-child(2){display:none}}",
 }, "\n")
 
 local function page(word, title, refresh, content)
