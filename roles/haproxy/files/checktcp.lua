@@ -453,7 +453,7 @@ local STYLE = table.concat({
   "h1{margin:0;font-size:2.5rem;letter-spacing:.05em}",
   "header p{margin:.25rem 0 0;font-size:1.1rem}",
   "p.meta{color:#4b5563}",
-  ".scroll{overflow-x:auto}",
+  ".scroll{overflow-x:auto}header+.scroll{margin-top:1rem}",
   "table{border-collapse:collapse;width:100%;background:#fff}",
   "th,td{padding:.4rem .6rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}",
   "td.n{text-align:right;font-variant-numeric:tabular-nums}",
