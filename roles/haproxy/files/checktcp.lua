@@ -460,13 +460,16 @@ local STYLE = table.concat({
   "h1{margin:0;font-size:2.5rem;letter-spacing:.05em}",
   "header p{margin:.25rem 0 0;font-size:1.1rem}",
   "p.meta{color:#4b5563}",
-  ".scroll{overflow-x:auto}",
+  ".scroll{overflow-x:auto}header+.scroll{margin-top:1rem}",
   "table{border-collapse:collapse;width:100%;background:#fff}",
   "th,td{padding:.4rem .6rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}",
   "td.n{text-align:right;font-variant-numeric:tabular-nums}",
   ".v-ok{color:#17803d;font-weight:700}.v-ko{color:#b42318;font-weight:700}.v-pending{color:#6b7280}",
   "a{color:inherit}",
-  "@media (max-width:40rem){h1{font-size:2rem}th,td{padding:.3rem}}",
+  -- Phones: smaller table text, and a target table drops its per-target time
+  -- (4th of 5 columns; the check's time is above it) so the reason stays in view.
+  "@media (max-width:40rem){h1{font-size:2rem}main{padding:.5rem}table{font-size:.875rem}th,td{padding:.3rem}"
+    .. "tr>:nth-child(4):nth-last-child(2){display:none}}",
 }, "\n")
 
 local function page(word, title, refresh, content)
