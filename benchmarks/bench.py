@@ -429,8 +429,8 @@ def report(ctx):
             rows.append((version, ", ".join(f"{n // 1000}k: {rss:.1f}" for n, rss in samples)))
         out.append(table(("HAProxy", "requests: RSS MiB"), rows))
     if ctx["deploy"]:
-        out += ["", "## Deployment", "", table(("run", "seconds", "changed per host"),
-                                                 [(lbl, f"{s:.0f}", c) for lbl, s, c in ctx["deploy"]])]
+        rows = [(label, f"{sec:.0f}", changed) for label, sec, changed in ctx["deploy"]]
+        out += ["", "## Deployment", "", table(("run", "seconds", "changed per host"), rows)]
     return "\n".join(out) + "\n"
 
 
