@@ -1,12 +1,14 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmark of the checktcp status page; run it through benchmarks/run.
+"""Benchmark of the checktcp status page on HAProxy 2.6 and 3.2; run it through benchmarks/run.
 
-Deploys site.yml into the podman container $CHECKTCP_ID-bench (or reuses it),
-swaps the Python echo server for benchmarks/fast_echo.c, and measures, in
-each mode (cached, then live), the native HAProxy ceiling and the status page
-with wrk, the probes the echo server receives, and how fast a dead or hung
-echo server is detected and a recovered one seen again. Prints the tables and
-writes them, as Markdown, to benchmarks/results.md.
+Deploys site.yml with benchmarks/inventory.yml into one podman container per
+HAProxy version (Debian 12: 2.6, Debian forky: 3.2), runs benchmarks/fast_echo.c
+as the echo server (and a second one that accepts and never answers), and
+measures from the host with wrk: live and cached checks next to a native
+HAProxy answer, a silent target under 500 clients (latency and HAProxy's CPU),
+200 targets, and the HAProxy worker's memory over a million live requests.
+Prints the tables and writes them, as Markdown, to benchmarks/results.md.
+Only HTTP answers and /proc figures are used: nothing of the Lua's internals.
 """
 
 import argparse
@@ -15,32 +17,56 @@ import http.client
 import json
 import os
 import platform
-import random
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
 
-NAME = os.environ["CHECKTCP_ID"] + "-bench"  # named after the clone (scripts/lib.sh)
-# Tagged with a hash of its recipe; benchmarks/run gets it from scripts/lib.sh.
-IMAGE = os.environ["CHECKTCP_IMAGE_12"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 INVENTORY = os.path.join(BENCH, "inventory.yml")
+ID = os.environ.get("CHECKTCP_ID", "checktcp-bench")
+# host in inventory.yml -> (HAProxy version, image variable of scripts/lib.sh, podman command)
+FORKY_INIT = "umount -R /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup && exec /sbin/init"
+VERSIONS = {
+    "2.6": ("bench-debian12", "CHECKTCP_IMAGE_12", ["/sbin/init"]),
+    "3.2": ("bench-forky", "CHECKTCP_IMAGE_FORKY", ["bash", "-c", FORKY_INIT]),
+}
+PARTS = ("throughput", "silent", "many", "memory")
 STATUS_PORT = 80         # haproxy_status_bind, the role's default
 NATIVE_PORT = 8090       # the native frontend of benchmarks/inventory.yml
-ECHO_PORT = 8080         # echo_server_port, the role's default
-CONTROL_PORT = 9081      # fast_echo's control port
+ECHO_PORT = 8080         # the targets of the live, cached and many checks
+SILENT_PORT = 8082       # the target of the silent check
+CONTROL_PORT = 9081      # fast_echo's control ports
+SILENT_CONTROL_PORT = 9082
 FAST_ECHO = "/usr/local/bin/checktcp-fast-echo"
-FAST_ECHO_UNIT = "checktcp-bench-echo"
-CONNECTIONS = (1, 50, 500)
-LOGS = os.path.join(os.environ["CHECKTCP_CACHE"], "bench-logs")  # inside the clone (scripts/lib.sh)
+LOGS = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "checktcp-bench-logs")
+
+
+def role_default(name):
+    with open(os.path.join(ROOT, "roles/haproxy/defaults/main.yml")) as f:
+        match = re.search(rf"^{name}:\s*(\S+)", f.read(), re.M)
+    return match.group(1)
+
+
+TIMEOUT_MS = int(role_default("haproxy_checktcp_timeout_ms"))
+INTERVAL_MS = int(role_default("haproxy_checktcp_interval_ms"))
+
+# The goals of issue 9, printed next to the figures, never asserted.
+GOAL_LIVE_50 = {"2.6": 0.15, "3.2": 0.25}
+GOAL_LIVE_P50_MS = 0.5
+GOAL_CACHED = 0.9
+GOAL_SILENT_P99_MS = TIMEOUT_MS + 200
+GOAL_MANY = 0.8
 
 
 def log(msg):
     print(f"\n==> {msg}", file=sys.stderr, flush=True)
+
+
+def note(msg):
+    print(f"   {msg}", file=sys.stderr, flush=True)
 
 
 def die(msg):
@@ -55,59 +81,54 @@ def sh(cmd, check=True, **kw):
     return proc
 
 
-def cexec(script, check=True):
-    """Run a shell script in the container."""
-    return sh(["podman", "exec", NAME, "sh", "-c", script], check=check)
-
-
 def save_log(name, text):
     os.makedirs(LOGS, exist_ok=True)
     with open(os.path.join(LOGS, name), "w") as f:
         f.write(text)
 
 
-def role_default(name):
-    with open(os.path.join(ROOT, "roles/haproxy/defaults/main.yml")) as f:
-        match = re.search(rf"^{name}:\s*(\S+)", f.read(), re.M)
-    return match.group(1)
+def container(host):
+    return f"{ID}-{host}"
 
 
-TIMEOUT_MS = int(role_default("haproxy_checktcp_timeout_ms"))
-INTERVAL_MS = int(role_default("haproxy_checktcp_interval_ms"))
+def cexec(host, script, check=True):
+    """Run a shell script in the container of an inventory host."""
+    return sh(["podman", "exec", container(host), "sh", "-c", script], check=check)
 
 
-# --- the container and the deployment ---------------------------------------
+def load_average():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
-def start_container(reuse):
-    exists = sh(["podman", "container", "exists", NAME], check=False).returncode == 0
-    fresh = not (reuse and exists)
-    if exists and fresh:
-        log(f"removing the previous {NAME}")
-        sh(["podman", "rm", "-f", NAME])
-    if fresh:
-        log(f"starting a fresh container {NAME}")
-        sh(["podman", "run", "-d", "--name", NAME, "--hostname", NAME, "--privileged",
-            "--systemd=always", IMAGE, "/sbin/init"])
+
+# --- containers and the deployment ------------------------------------------
+
+def start_container(version, reuse):
+    host, image_var, init = VERSIONS[version]
+    name = container(host)
+    exists = sh(["podman", "container", "exists", name], check=False).returncode == 0
+    if exists and reuse:
+        log(f"reusing container {name}")
+        sh(["podman", "start", name])
     else:
-        log(f"reusing container {NAME}")
-        sh(["podman", "start", NAME])
-    deadline = time.monotonic() + 60
+        if exists:
+            sh(["podman", "rm", "-f", name])
+        image = os.environ.get(image_var) or die(f"{image_var} is not set: run benchmarks/run")
+        log(f"starting {name} ({image})")
+        sh(["podman", "run", "-d", "--name", name, "--hostname", host, "--privileged",
+            "--systemd=always", image, *init])
+    deadline = time.monotonic() + 120
     while True:
-        state = cexec("systemctl is-system-running 2>/dev/null", check=False).stdout.strip()
+        state = cexec(host, "systemctl is-system-running 2>/dev/null", check=False).stdout.strip()
         if state in ("running", "degraded"):
-            break
+            return not (exists and reuse)
         if time.monotonic() > deadline:
-            die(f"systemd in {NAME} did not come up (state {state!r})")
+            die(f"systemd in {name} did not come up (state {state!r})")
         time.sleep(0.5)
-    if not fresh:
-        # A run stopped half-way leaves the fast echo server on the echo port.
-        cexec(f"systemctl stop {FAST_ECHO_UNIT} 2>/dev/null", check=False)
-    return fresh
 
 
-def playbook(label, *extra):
-    """Run site.yml; return (seconds, {ok, changed, failed})."""
-    cmd = ["ansible-playbook", "-i", INVENTORY, "site.yml", *extra]
+def playbook(label, hosts):
+    """Run site.yml on the hosts; return (seconds, {host: changed})."""
+    cmd = ["ansible-playbook", "-i", INVENTORY, "site.yml", "--limit", ",".join(hosts)]
     log(f"{label}: {' '.join(cmd[1:])}")
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -115,84 +136,48 @@ def playbook(label, *extra):
     save_log(f"ansible-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.log", proc.stdout + proc.stderr)
     if proc.returncode != 0:
         die(f"ansible-playbook failed ({label}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}")
-    recap = re.search(rf"^{NAME}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
-                      proc.stdout, re.M)
-    counts = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap.groups())))
-    log(f"{label}: {seconds:.1f} s, ok={counts['ok']} changed={counts['changed']}")
-    return seconds, counts
+    changed = {h: int(m) for h, m in re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout, re.M)}
+    log(f"{label}: {seconds:.1f} s, changed {changed}")
+    return seconds, changed
 
 
-def container_ip():
-    ip = sh(["podman", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", NAME]).stdout.strip()
-    if not ip:
-        die(f"{NAME} has no IP address on podman's network")
-    return ip
+def container_ip(host):
+    ip = sh(["podman", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", container(host)]).stdout.strip()
+    return ip or die(f"{container(host)} has no IP address on podman's network")
 
 
-def install_fast_echo():
-    """Compile benchmarks/fast_echo.c in the container (once per source)."""
-    with open(os.path.join(BENCH, "fast_echo.c"), "rb") as f:
-        source = f.read()
-    import hashlib
-    digest = hashlib.sha256(source).hexdigest()
-    stamp = FAST_ECHO + ".sha256"
-    if cexec(f"cat {stamp} 2>/dev/null", check=False).stdout.strip() == digest:
-        return 0.0
-    log("compiling the fast echo server in the container (apt-get install gcc libc6-dev)")
-    started = time.monotonic()
-    cexec("command -v gcc >/dev/null || { apt-get update -qq && "
-          "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null; }")
-    sh(["podman", "cp", os.path.join(BENCH, "fast_echo.c"), f"{NAME}:/usr/local/src/fast_echo.c"])
-    cexec(f"gcc -O2 -Wall -o {FAST_ECHO} /usr/local/src/fast_echo.c && echo {digest} > {stamp}")
-    return time.monotonic() - started
+def fast_echo_binary():
+    """Compile benchmarks/fast_echo.c on the host, static, so any container runs it."""
+    out = os.path.join(LOGS, "fast_echo")
+    os.makedirs(LOGS, exist_ok=True)
+    sh(["gcc", "-O2", "-Wall", "-static", "-o", out, os.path.join(BENCH, "fast_echo.c")])
+    return out
 
 
-def control(ip, command):
-    """Send a command to fast_echo's control port; return its answer."""
-    with socket.create_connection((ip, CONTROL_PORT), timeout=5) as sock:
+def control(ip, port, command):
+    """Send a command to a fast_echo control port; return its answer."""
+    with socket.create_connection((ip, port), timeout=5) as sock:
         sock.sendall(command.encode() + b"\n")
         return sock.makefile().readline().strip()
 
 
-def probes_seen(ip):
-    return int(control(ip, "count").split()[0])
-
-
-def swap_echo(ip, fast):
-    """Run fast_echo on the echo port in place of checktcp-echo, or back."""
-    if fast:
-        cexec(f"systemctl stop checktcp-echo.service; systemctl stop {FAST_ECHO_UNIT} 2>/dev/null; "
-              f"systemctl reset-failed {FAST_ECHO_UNIT} 2>/dev/null; "
-              f"systemd-run --unit {FAST_ECHO_UNIT} --collect "
-              f"{FAST_ECHO} 127.0.0.1 {ECHO_PORT} 0.0.0.0 {CONTROL_PORT}")
+def start_echo_servers(host, ip, binary):
+    """fast_echo on the echo port, and a second one on the silent port, hung."""
+    sh(["podman", "cp", binary, f"{container(host)}:{FAST_ECHO}"])
+    for unit, port, ctl in (("checktcp-bench-echo", ECHO_PORT, CONTROL_PORT),
+                            ("checktcp-bench-silent", SILENT_PORT, SILENT_CONTROL_PORT)):
+        cexec(host, f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
+              f"systemd-run --unit {unit} --collect {FAST_ECHO} 127.0.0.1 {port} 0.0.0.0 {ctl}")
         deadline = time.monotonic() + 10
         while True:
             try:
-                control(ip, "count")
-                return
+                control(ip, ctl, "up")
+                break
             except OSError:
                 if time.monotonic() > deadline:
-                    die("the fast echo server did not start: " +
-                        cexec(f"journalctl -u {FAST_ECHO_UNIT} -n 20", check=False).stdout)
+                    die(f"fast_echo did not start in {container(host)}")
                 time.sleep(0.1)
-    else:
-        cexec(f"systemctl stop {FAST_ECHO_UNIT} 2>/dev/null; systemctl start checktcp-echo.service")
-
-
-def journal_cursor():
-    return cexec("journalctl -u haproxy.service -n 0 --show-cursor | sed -n 's/^-- cursor: //p'",
-                 check=False).stdout.strip()
-
-
-def ko_reasons(cursor):
-    """checktcp's KO log lines since cursor, by reason (at most one line per second and reason)."""
-    out = cexec(f"journalctl -u haproxy.service -o cat --after-cursor '{cursor}'", check=False).stdout
-    reasons = {}
-    for line in out.splitlines():
-        match = re.search(r"checktcp: .*? KO: (.*?)(?: \(\d+ ms\))?$", line)
-        if match:
-            reasons[match.group(1)] = reasons.get(match.group(1), 0) + 1
-    return reasons
+    control(ip, SILENT_CONTROL_PORT, "hang")
 
 
 # --- measurements -----------------------------------------------------------
@@ -219,10 +204,10 @@ def wrk(url, conns, seconds, tag):
     return res
 
 
-def status_of(ip, port=STATUS_PORT, timeout=5.0):
-    conn = http.client.HTTPConnection(ip, port, timeout=timeout)
+def status_of(ip, path):
+    conn = http.client.HTTPConnection(ip, STATUS_PORT, timeout=5)
     try:
-        conn.request("GET", "/", headers={"Connection": "close"})
+        conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -232,71 +217,103 @@ def status_of(ip, port=STATUS_PORT, timeout=5.0):
         conn.close()
 
 
-def poll_until(ip, want, since, limit_s):
-    """Poll the status page every 10 ms until it answers want.
-
-    Returns (seconds from since to that answer, answers other than want before it),
-    or (None, count) when it did not come within limit_s."""
-    others = 0
-    while True:
-        sent = time.monotonic()
-        got = status_of(ip)
-        now = time.monotonic()
-        if got == want:
-            return now - since, others
-        others += 1
-        if now - since > limit_s:
-            return None, others
-        time.sleep(max(0.0, sent + 0.010 - time.monotonic()))
+def page_facts(ip, path):
+    """Size of a page and whether HAProxy answered it without Lua (its native
+    answers carry x-checktcp-age-ms, see haproxy.cfg.j2)."""
+    conn = http.client.HTTPConnection(ip, STATUS_PORT, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return len(resp.read()), resp.getheader("x-checktcp-age-ms") is not None
+    finally:
+        conn.close()
 
 
-def wait_healthy(ip, limit_s=15):
-    seconds, _oks = poll_until(ip, 200, time.monotonic(), limit_s)
-    if seconds is None:
-        die("the status page does not answer 200 OK with a healthy echo server")
+def wait_for(ip, path, want, limit_s=15):
+    deadline = time.monotonic() + limit_s
+    while status_of(ip, path) != want:
+        if time.monotonic() > deadline:
+            die(f"{path} does not answer {want} (echo servers as set up)")
+        time.sleep(0.1)
 
 
-def throughput(ip, mode, seconds, rows):
-    for conns in CONNECTIONS:
-        log(f"{mode} mode, {conns} connection(s): native, then status, {seconds} s each")
-        native = wrk(f"http://{ip}:{NATIVE_PORT}/", conns, seconds, f"{mode}-native")
-        before, cursor, started = probes_seen(ip), journal_cursor(), time.monotonic()
-        status = wrk(f"http://{ip}:{STATUS_PORT}/", conns, seconds, f"{mode}-status")
-        elapsed, probes = time.monotonic() - started, probes_seen(ip) - before
-        status.update(probes_per_s=probes / elapsed, ratio=status["rps"] / native["rps"],
-                      reasons=ko_reasons(cursor))
-        rows.append(("native", mode, conns, native))
-        rows.append((mode, mode, conns, status))
-        print(f"   native {native['rps']:.0f} req/s; {mode} {status['rps']:.0f} req/s "
-              f"({status['ratio']:.2f}x), non-2xx {status['non2xx']}, {status['probes_per_s']:.1f} probes/s",
-              file=sys.stderr, flush=True)
+def worker(host):
+    """pid of the newest HAProxy process: the current worker (master-worker mode)."""
+    master = cexec(host, "systemctl show -p MainPID --value haproxy").stdout.strip()
+    pid = cexec(host, f"pgrep -n -P {master} -x haproxy", check=False).stdout.strip()
+    return pid or die(f"no HAProxy worker in {container(host)}")
 
 
-def detection(ip, mode, trials):
-    """Dead and hung echo server: time to the first 503, then to the first 200."""
-    limit = 3 * (INTERVAL_MS + TIMEOUT_MS) / 1000
-    results = {key: [] for key in ("dead", "dead_up", "hang", "hang_up")}
-    oks_after = {"dead": [], "hang": []}
-    for trial in range(trials):
-        log(f"{mode} mode: failure detection, trial {trial + 1} of {trials}")
-        for event in ("dead", "hang"):
-            control(ip, "up")
-            wait_healthy(ip)
-            if mode == "cached":
-                # Any point of the background probe's period, not always the same.
-                time.sleep(random.uniform(0, INTERVAL_MS / 1000))
-            else:
-                time.sleep(0.05)
-            control(ip, event)
-            seconds, oks = poll_until(ip, 503, time.monotonic(), limit)
-            results[event].append(seconds)
-            oks_after[event].append(oks)
-            control(ip, "up")
-            seconds, _oks = poll_until(ip, 200, time.monotonic(), limit)
-            results[event + "_up"].append(seconds)
-            print(f"   {event}: 503 after {results[event][-1]}, {oks} answer(s) 200 before; "
-                  f"200 again after {seconds}", file=sys.stderr, flush=True)
-    return results, oks_after
+def cpu_seconds(host, pid):
+    fields = cexec(host, f"cat /proc/{pid}/stat").stdout.rsplit(")", 1)[1].split()
+    ticks = int(cexec(host, "getconf CLK_TCK").stdout)
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def rss_mib(host, pid):
+    status = cexec(host, f"cat /proc/{pid}/status").stdout
+    return int(re.search(r"VmRSS:\s*(\d+)", status).group(1)) / 1024
+
+
+def point(results, key, url, conns, seconds, tag, native=None):
+    res = wrk(url, conns, seconds, tag)
+    if native:
+        res["ratio"] = res["rps"] / native["rps"] if native["rps"] else 0.0
+    results[key] = res
+    extra = f" ({res['ratio']:.2f}x native)" if native else ""
+    note(f"{tag} c{conns}: {res['rps']:.0f} req/s{extra}, p50 {fmt_ms(res['p50'])} ms, "
+         f"p99 {fmt_ms(res['p99'])} ms, non-2xx {res['non2xx']}, errors {res['errors']}")
+    return res
+
+
+def measure(version, ip, host, args):
+    base = f"http://{ip}:{STATUS_PORT}"
+    native_url = f"http://{ip}:{NATIVE_PORT}/"
+    res = {"load_start": load_average()}
+    wait_for(ip, "/live", 200)
+    wait_for(ip, "/cached", 200)
+    wait_for(ip, "/many", 200)
+    # Warm-up: a reload's old worker finishes, every path runs once.
+    for path in ("/live", "/cached"):
+        wrk(base + path, 50, 1, f"{version}-warmup")
+    sec = args.seconds
+    if "throughput" in args.parts:
+        # Each status point follows a native one at the same connection count.
+        for conns in (1, 50, 500):
+            log(f"HAProxy {version}: {conns} connection(s): native, cached{', live' if conns < 500 else ''}")
+            native = point(res, ("native", conns), native_url, conns, sec, f"{version}-native")
+            point(res, ("cached", conns), base + "/cached", conns, sec, f"{version}-cached", native)
+            if conns < 500:
+                point(res, ("live", conns), base + "/live", conns, sec, f"{version}-live", native)
+    if "many" in args.parts:
+        log(f"HAProxy {version}: 200 targets, cached, 50 connections")
+        native = point(res, ("native-many", 50), native_url, 50, sec, f"{version}-native")
+        point(res, ("many", 50), base + "/many", 50, sec, f"{version}-many", native)
+        res["many_page"] = page_facts(ip, "/many")
+        note(f"/many: {res['many_page'][0]} bytes, native answer: {res['many_page'][1]}")
+    if "silent" in args.parts:
+        log(f"HAProxy {version}: silent target, live, 500 connections")
+        pid = worker(host)
+        cpu, started = cpu_seconds(host, pid), time.monotonic()
+        r = point(res, ("silent", 500), base + "/silent", 500, max(sec, 6), f"{version}-silent")
+        r["cpu"] = 100 * (cpu_seconds(host, pid) - cpu) / (time.monotonic() - started)
+        note(f"HAProxy worker CPU {r['cpu']:.0f}% of one core")
+    if "memory" in args.parts:
+        log(f"HAProxy {version}: live mode memory, up to {args.memory_requests} requests "
+            f"or {args.memory_seconds} s, 50 keep-alive connections")
+        pid = worker(host)
+        samples = [(0, rss_mib(host, pid))]
+        total, started = 0, time.monotonic()
+        while total < args.memory_requests and time.monotonic() - started < args.memory_seconds:
+            r = wrk(base + "/live", 50, 10, f"{version}-memory")
+            total += r["requests"]
+            samples.append((total, rss_mib(host, pid)))
+            note(f"{total} requests: worker RSS {samples[-1][1]:.1f} MiB, non-2xx {r['non2xx']}")
+        if worker(host) != pid:
+            note("the HAProxy worker changed during the memory run: figures not comparable")
+        res["memory"] = samples
+    res["load_end"] = load_average()
+    return res
 
 
 # --- the report -------------------------------------------------------------
@@ -307,14 +324,7 @@ def fmt_ms(value):
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
-def fmt_s(values):
-    if any(v is None for v in values):
-        return f"not seen ({sum(v is None for v in values)} of {len(values)})"
-    med = statistics.median(values)
-    return f"{med:.3f} (max {max(values):.3f})" if len(values) > 1 else f"{med:.3f}"
-
-
-def yes_no(ok):
+def verdict(ok):
     return "yes" if ok else "**no**"
 
 
@@ -324,98 +334,99 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def goal_rows(version, r):
+    """(figure, measured, goal, met) for one version; figures not measured are left out."""
+    rows = []
+    if ("live", 50) in r:
+        goal = GOAL_LIVE_50[version]
+        rows.append(("live ×native, 50 conns", f"{r[('live', 50)]['ratio']:.2f}", f"≥ {goal}",
+                     r[("live", 50)]["ratio"] >= goal))
+    if ("live", 1) in r:
+        p50 = r[("live", 1)]["p50"]
+        rows.append(("live p50 ms, 1 conn", fmt_ms(p50), f"≤ {GOAL_LIVE_P50_MS}", p50 <= GOAL_LIVE_P50_MS))
+    for conns in (1, 50, 500):
+        if ("cached", conns) in r:
+            ratio = r[("cached", conns)]["ratio"]
+            rows.append((f"cached ×native, {conns} conns", f"{ratio:.2f}", f"≥ {GOAL_CACHED}", ratio >= GOAL_CACHED))
+    if ("silent", 500) in r:
+        s = r[("silent", 500)]
+        rows.append(("silent target p99 ms, 500 conns", fmt_ms(s["p99"]), f"≤ {GOAL_SILENT_P99_MS}",
+                     s["p99"] is not None and s["p99"] <= GOAL_SILENT_P99_MS))
+        rows.append(("silent target, HAProxy worker CPU", f"{s['cpu']:.0f}% of a core", "—", None))
+    if ("many", 50) in r:
+        ratio = r[("many", 50)]["ratio"]
+        size, native = r["many_page"]
+        rows.append((f"200 targets cached ×native, 50 conns (page {size // 1024} KiB, answered by "
+                     f"{'HAProxy without Lua' if native else 'the Lua service'})",
+                     f"{ratio:.2f}", f"≥ {GOAL_MANY}", ratio >= GOAL_MANY))
+    if "memory" in r:
+        m = r["memory"]
+        mid = m[len(m) // 2]
+        rows.append(("live worker RSS MiB: start → middle → end",
+                     f"{m[0][1]:.1f} → {mid[1]:.1f} → {m[-1][1]:.1f} over {m[-1][0]:,} requests", "flat",
+                     m[-1][1] - mid[1] <= 0.05 * mid[1] + 1))
+    return rows
+
+
 def report(ctx):
+    versions = list(ctx["results"])
     out = [
         "# checktcp status page: benchmark results",
         "",
         f"Written by `{' '.join(['benchmarks/run', *ctx['argv']])}` on {ctx['date']}; "
-        f"the whole run took {ctx['total_s']:.0f} s. See benchmarks/README.md for how to read it.",
+        f"the whole run took {ctx['total_s']:.0f} s. See benchmarks/README.md for how to read it. "
+        "These figures are measured, never asserted by a test.",
         "",
         f"- Machine: {ctx['cores']} cores ({ctx['cpu']}), {ctx['mem']}, Linux {platform.release()}, "
-        f"load average {ctx['load_start']} at the start, {ctx['load_end']} at the end",
-        f"- Other containers running (a concurrent CI run competes for the same cores): {ctx['others']}",
-        f"- HAProxy in the container: {ctx['haproxy']}; load generator: {ctx['wrk']} on the host, "
-        f"`-t2` (`-t1` for 1 connection), {ctx['seconds']} s per point, to the container's address",
-        f"- Echo server: benchmarks/fast_echo.c (epoll, counts accepted connections) in place of checktcp-echo; "
+        f"shared with other work: load average {ctx['load_start']} at the start, {ctx['load_end']} at the end "
+        f"(1, 5, 15 min)",
+        f"- Other containers running: {ctx['others']}",
+        f"- Load generator: {ctx['wrk']} on the host, `-t2` (`-t1` for 1 connection), "
+        f"{ctx['seconds']} s per point, to each container's address",
+        f"- Echo server: benchmarks/fast_echo.c (epoll, C) on 127.0.0.1:{ECHO_PORT} in each container; "
+        f"silent target: a second one on :{SILENT_PORT} that accepts and never answers; "
         f"probe timeout {TIMEOUT_MS} ms, cached interval {INTERVAL_MS} ms (role defaults)",
         "",
-        "## Throughput and latency, healthy echo server",
-        "",
-        "Native is measured right before each status point; ×native is the status figure over that one. "
-        "Non-2xx are false 503 KO (the echo server was up all along).",
-        "",
     ]
-    rows, by_key = [], {}
-    for endpoint, mode, conns, r in ctx["rows"]:
-        by_key[(endpoint, mode, conns)] = r
-    for mode in ("cached", "live"):
-        for conns in CONNECTIONS:
-            n = by_key[("native", mode, conns)]
-            rows.append((f"native ({mode} phase)", conns, f"{n['rps']:.0f}", "1.00", fmt_ms(n["p50"]),
-                         fmt_ms(n["p99"]), n["non2xx"], n["errors"], "—", ""))
-        for conns in CONNECTIONS:
-            s = by_key[(mode, mode, conns)]
-            if mode == "cached":
-                target = f"≥ 0.75× native: {yes_no(s['ratio'] >= 0.75)}"
-            elif conns == 500:
-                target = f"0 false 503 at 500: {yes_no(s['non2xx'] == 0 and s['errors'] == 0)}"
-            else:
-                target = ""
-            rows.append((f"**{mode}**", conns, f"{s['rps']:.0f}", f"{s['ratio']:.2f}", fmt_ms(s["p50"]),
-                         fmt_ms(s["p99"]), s["non2xx"], s["errors"], f"{s['probes_per_s']:.1f}", target))
-    if ctx.get("python_live"):
-        s = ctx["python_live"]
-        rows.append(("live, Python checktcp-echo", 500, f"{s['rps']:.0f}", "—", fmt_ms(s["p50"]),
-                     fmt_ms(s["p99"]), s["non2xx"], s["errors"], "—", "(for comparison)"))
-    out.append(table(("endpoint", "conns", "req/s", "×native", "p50 ms", "p99 ms", "non-2xx",
-                      "socket errors", "probes/s at echo", "target"), rows))
-
-    reasons = []
-    for endpoint, mode, conns, r in ctx["rows"]:
-        for reason, lines in sorted(r.get("reasons", {}).items()):
-            reasons.append((mode, conns, reason, lines))
-    if ctx.get("python_live"):
-        for reason, lines in sorted(ctx["python_live"].get("reasons", {}).items()):
-            reasons.append(("live, Python echo", 500, reason, lines))
-    out += ["", "KO reasons HAProxy logged during the status points (checktcp logs at most one line "
-            "per second and reason):", ""]
-    out.append(table(("mode", "conns", "reason", "log lines"), reasons) if reasons else "none.")
-
-    out += ["", "## Failure detection and recovery",
-            "",
-            f"The echo server is made dead (listener and connections closed: refused), or hung (accepts, "
-            f"never answers), then up again, through its control port; the status page is polled every "
-            f"10 ms from the host. Seconds from the change to the first 503 (or 200), median of "
-            f"{ctx['trials']} trials (max).", ""]
+    for version in versions:
+        out.append(f"- HAProxy {version}: {ctx['haproxy'][version]}; load average "
+                   f"{ctx['results'][version]['load_start']} before its measurements, "
+                   f"{ctx['results'][version]['load_end']} after")
+    out += ["", "## Goals (issue 9)", ""]
     rows = []
-    limit_hang_live = (TIMEOUT_MS + 100) / 1000
-    limit_cached = (INTERVAL_MS + TIMEOUT_MS) / 1000
-    for mode in ("live", "cached"):
-        res, oks = ctx["detect"][mode]
-        for event, what in (("dead", "dead echo server"), ("hang", "hung echo server")):
-            values = res[event]
-            seen = all(v is not None for v in values)
-            if mode == "live" and event == "dead":
-                target = "next request"
-                met = seen and max(oks[event]) == 0
-            elif mode == "live":
-                target = f"≤ {limit_hang_live:.1f} s"
-                met = seen and max(values) <= limit_hang_live
-            else:
-                target = f"≤ {limit_cached:.1f} s"
-                met = seen and max(values) <= limit_cached
-            rows.append((mode, f"{what}: first 503", fmt_s(values), max(oks[event]),
-                         f"{target}: {yes_no(met)}"))
-            rows.append((mode, f"{what} back: first 200", fmt_s(res[event + "_up"]), "", "—"))
-    out.append(table(("mode", "event", "seconds", "200s after the change", "target"), rows))
-
-    out += ["", "## Deployment", "",
-            "`ansible-playbook -i benchmarks/inventory.yml site.yml` into the container, timed.", ""]
-    rows = [(label, f"{sec:.1f}", c["ok"], c["changed"], c["failed"]) for label, sec, c in ctx["deploy"]]
-    out.append(table(("run", "seconds", "ok", "changed", "failed"), rows))
-    if ctx["compile_s"]:
-        out += ["", f"Installing gcc and compiling the fast echo server took {ctx['compile_s']:.1f} s "
-                "(not part of the deployment)."]
+    for version in versions:
+        for figure, measured, goal, met in goal_rows(version, ctx["results"][version]):
+            rows.append((version, figure, measured, goal, "—" if met is None else verdict(met)))
+    out.append(table(("HAProxy", "figure", "measured", "goal", "met"), rows))
+    out += ["", "## Every point", "",
+            "Each status point follows a native one (`http-request return`, no Lua) at the same "
+            "connection count; ×native is its req/s over that one. The silent check answers 503 by "
+            "design; elsewhere non-2xx are false 503s.", ""]
+    labels = {"native": "native", "cached": "cached", "live": "live", "native-many": "native",
+              "many": "200 targets, cached", "silent": "silent target, live"}
+    rows = []
+    for version in versions:
+        r = ctx["results"][version]
+        for key, p in r.items():
+            if not isinstance(key, tuple):
+                continue
+            rows.append((version, labels[key[0]], key[1], f"{p['rps']:.0f}",
+                         f"{p['ratio']:.2f}" if "ratio" in p else "—", fmt_ms(p["p50"]), fmt_ms(p["p99"]),
+                         p["non2xx"], p["errors"]))
+    out.append(table(("HAProxy", "endpoint", "conns", "req/s", "×native", "p50 ms", "p99 ms", "non-2xx",
+                      "socket errors"), rows))
+    mem = [(v, ctx["results"][v]["memory"]) for v in versions if "memory" in ctx["results"][v]]
+    if mem:
+        out += ["", "## Live mode memory", "",
+                "RSS of the HAProxy worker (`/proc/PID/status`) after each 10 s of `wrk -c50` "
+                "(keep-alive) on the live check.", ""]
+        rows = []
+        for version, samples in mem:
+            rows.append((version, ", ".join(f"{n // 1000}k: {rss:.1f}" for n, rss in samples)))
+        out.append(table(("HAProxy", "requests: RSS MiB"), rows))
+    if ctx["deploy"]:
+        rows = [(label, f"{sec:.0f}", changed) for label, sec, changed in ctx["deploy"]]
+        out += ["", "## Deployment", "", table(("run", "seconds", "changed per host"), rows)]
     return "\n".join(out) + "\n"
 
 
@@ -431,64 +442,59 @@ def machine_facts():
 
 
 def other_containers():
-    """Running containers besides ours (a CI run shares the machine)."""
     names = sh(["podman", "ps", "--format", "{{.Names}}"]).stdout.split()
-    return len([n for n in names if n != NAME])
-
-
-def load_average():
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return len([n for n in names if not n.startswith(f"{ID}-bench-")])
 
 
 def main():
     parser = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--reuse", action="store_true",
-                        help=f"reuse a running {NAME} (re-apply instead of a fresh converge)")
-    parser.add_argument("--seconds", type=int, default=8, help="wrk duration of each point (default 8)")
-    parser.add_argument("--trials", type=int, default=3, help="trials of each failure (default 3)")
-    parser.add_argument("--down", action="store_true", help=f"remove {NAME} and exit")
+    parser.add_argument("--version", action="append", choices=sorted(VERSIONS),
+                        help="HAProxy version to measure (repeatable; default both)")
+    parser.add_argument("--part", action="append", dest="parts", choices=PARTS,
+                        help="part to measure (repeatable; default all)")
+    parser.add_argument("--reuse", action="store_true", help="reuse running containers (re-apply, no fresh converge)")
+    parser.add_argument("--no-deploy", action="store_true",
+                        help="reuse running containers as they are deployed (no playbook run)")
+    parser.add_argument("--idempotence", action="store_true", help="time a second, idempotent playbook run too")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration of each point (default 5)")
+    parser.add_argument("--memory-requests", type=int, default=1_000_000,
+                        help="live requests of the memory part (default 1000000)")
+    parser.add_argument("--memory-seconds", type=int, default=150,
+                        help="time limit of the memory part per version (default 150)")
+    parser.add_argument("--down", action="store_true", help="remove the benchmark's containers and exit")
     args = parser.parse_args()
+    versions = args.version or sorted(VERSIONS)
+    args.parts = args.parts or list(PARTS)
+    if args.down:
+        for version in versions:
+            sh(["podman", "rm", "-f", "--ignore", container(VERSIONS[version][0])])
+        log("removed the benchmark's containers")
+        return
     started = time.monotonic()
     cpu, mem = machine_facts()
-    ctx = {"argv": sys.argv[1:], "seconds": args.seconds, "trials": args.trials, "rows": [],
-           "deploy": [], "detect": {}, "cores": os.cpu_count(), "cpu": cpu, "mem": mem,
-           "load_start": load_average(),
+    ctx = {"argv": sys.argv[1:], "seconds": args.seconds, "deploy": [], "results": {}, "haproxy": {},
+           "cores": os.cpu_count(), "cpu": cpu, "mem": mem, "load_start": load_average(),
+           "others": other_containers(),
            "wrk": sh(["wrk", "--version"], check=False).stdout.split(" [")[0].strip() or "wrk"}
-
-    ctx["others"] = other_containers()
-    fresh = start_container(args.reuse)
-    seconds, counts = playbook("converge" if fresh else "re-apply")
-    ctx["deploy"].append(("converge, fresh container" if fresh else "re-apply, reused container",
-                          seconds, counts))
-    seconds, counts = playbook("idempotent re-run")
-    ctx["deploy"].append(("idempotent re-run", seconds, counts))
-    ip = container_ip()
-    ctx["haproxy"] = cexec("haproxy -v | head -n 1").stdout.split(" - ")[0].strip()
-    ctx["compile_s"] = install_fast_echo()
-    swap_echo(ip, fast=True)
-
-    # The echo role must not start checktcp-echo again while fast_echo holds its port.
-    # (JSON: a key=value -e is a string, which the role's `when:` rejects.)
-    for mode in ("cached", "live"):
-        seconds, counts = playbook(f"switch to {mode} mode", "-e", json.dumps(
-            {"echo_server_manage_service": False, "haproxy_checktcp_mode": mode}))
-        ctx["deploy"].append((f"switch to {mode} mode (`-e haproxy_checktcp_mode={mode}`)", seconds, counts))
-        control(ip, "up")
-        wait_healthy(ip)
-        # Let a reload's old worker finish, and warm up.
-        wrk(f"http://{ip}:{STATUS_PORT}/", 50, 1, f"{mode}-warmup")
-        throughput(ip, mode, args.seconds, ctx["rows"])
-        ctx["detect"][mode] = detection(ip, mode, args.trials)
-
-    # Back to the deployed state (live mode, checktcp-echo); one more point
-    # with the real echo server for comparison.
-    control(ip, "up")
-    swap_echo(ip, fast=False)
-    wait_healthy(ip)
-    log(f"live mode with the Python checktcp-echo, 500 connections, {args.seconds} s")
-    cursor = journal_cursor()
-    ctx["python_live"] = wrk(f"http://{ip}:{STATUS_PORT}/", 500, args.seconds, "live-python-echo")
-    ctx["python_live"]["reasons"] = ko_reasons(cursor)
+    binary = fast_echo_binary()
+    hosts = [VERSIONS[v][0] for v in versions]
+    fresh = [start_container(v, args.reuse or args.no_deploy) for v in versions]
+    if not args.no_deploy:
+        seconds, changed = playbook("converge" if any(fresh) else "re-apply", hosts)
+        ctx["deploy"].append(("converge" if any(fresh) else "re-apply", seconds, changed))
+    if args.idempotence:
+        seconds, changed = playbook("idempotent re-run", hosts)
+        ctx["deploy"].append(("idempotent re-run", seconds, changed))
+    for version in versions:
+        host = VERSIONS[version][0]
+        ip = container_ip(host)
+        ctx["haproxy"][version] = cexec(host, "haproxy -v | head -n 1").stdout.split(" - ")[0].strip()
+        start_echo_servers(host, ip, binary)
+    # One version at a time, so they never compete for the cores.
+    for version in versions:
+        host = VERSIONS[version][0]
+        log(f"measuring {ctx['haproxy'][version]} in {container(host)} (load {load_average()})")
+        ctx["results"][version] = measure(version, container_ip(host), host, args)
 
     ctx["others"] = f"{ctx['others']} at the start, {other_containers()} at the end"
     ctx["load_end"] = load_average()
@@ -498,8 +504,8 @@ def main():
     with open(os.path.join(BENCH, "results.md"), "w") as f:
         f.write(text)
     print("\n" + text)
-    log(f"wrote benchmarks/results.md in {ctx['total_s']:.0f} s; logs in {LOGS}; "
-        f"{NAME} left running (benchmarks/run --reuse, or --down to remove it)")
+    log(f"wrote benchmarks/results.md in {ctx['total_s']:.0f} s; logs in {LOGS}; containers left running "
+        "(benchmarks/run --reuse, or --down to remove them)")
 
 
 if __name__ == "__main__":
