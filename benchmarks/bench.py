@@ -14,7 +14,6 @@ Only HTTP answers and /proc figures are used: nothing of the Lua's internals.
 import argparse
 import datetime
 import http.client
-import json
 import os
 import platform
 import re
