@@ -390,8 +390,8 @@ class StatusService:
             if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
                 # HAProxy is the container's PID 1 (bin/haproxy names it after
                 # the podman client's PID): remove the container, not only the client.
-                subprocess.run(["podman", "rm", "-f", "-t", "0", "%s-haproxy-%d" % (os.environ.get("CHECKTCP_ID", "checktcp"),
-                                                                                   self.proc.pid)],
+                name = "%s-haproxy-%d" % (os.environ.get("CHECKTCP_ID", "checktcp"), self.proc.pid)
+                subprocess.run(["podman", "rm", "-f", "-t", "0", name],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             self.proc.terminate()
             try:

@@ -131,7 +131,7 @@ def test_outside_allow_gets_403_and_starts_no_probe(page, lb, fake):
     try:
         fake.start("echo")
         for url in ("https://localhost/", "https://localhost/?format=json", "http://localhost/"):
-            for _ in range(3):
+            for _attempt in range(3):
                 out = page.check_output(q("curl", "-s", "--cacert", PAGE_CERT, "--interface", "127.0.0.2",
                                           "-o", "/dev/null", "-w", "%{http_code}", url))
                 assert out == "403", url

@@ -123,8 +123,8 @@ def test_repeated_kills_never_leave_the_unit_failed(host, status, figures, conve
     assert all(entry["state"] == "active" for entry in seen), f"{seen}\n{_journal(status)}"
 
 
-def test_a_bind_address_configured_late_is_served_once_it_exists(host, status, echo_play, figures,
-                                                                converged_afterwards):
+def test_a_bind_address_configured_late_is_served_once_it_exists(
+        host, status, echo_play, figures, converged_afterwards):
     """At boot an address may come up after the unit starts: the unit keeps trying, never ends failed."""
     echo_play.run(f"echo_server_bind_address={LATE_ADDRESS}")
     # Longer than the default start limit allows (5 starts in 10 s).

@@ -70,9 +70,9 @@ def test_never_reading_clients_stay_under_the_ceiling(run_script, many_files, ec
         sent = flood(socks, seconds=20)
         time.sleep(0.5)  # let the server take in what is in flight
         after = rss_bytes(proc.proc.pid)
+        figures = (CLIENTS, before / 2**20, after / 2**20, sent / 2**20)
         print("echo server RSS with %d never-reading clients: %.1f MiB before, %.1f MiB "
-              "after (%.0f MiB of lines sent)" % (CLIENTS, before / 2**20, after / 2**20,
-                                                 sent / 2**20))
+              "after (%.0f MiB of lines sent)" % figures)
         assert proc.proc.poll() is None, proc.lines
         assert after < MAX_RSS_BYTES, "RSS %.1f MiB" % (after / 2**20)
         # The documented bound per connection (module docstring, role README).
