@@ -127,11 +127,17 @@ def test_bad_checks_stop_the_play_before_any_file_changes(runs, name):
     assert run.after == run.before
 
 
+def rendered_checks(service):
+    """The rendered checks file (checktcp-checks-<hash>.lua) as text."""
+    [text] = [data.decode() for path, data in service.files().items() if path.name.startswith("checktcp-checks-")]
+    return text
+
+
 def test_a_string_timeout_is_rendered_as_a_number(runs):
     run = runs["timeout-as-string"]
 
     assert run.returncode == 0, run.output
-    assert "timeout_ms = 500," in run.service.lua.read_text()
+    assert '["timeout_ms"] = 500,' in rendered_checks(run.service)
 
 
 def test_numbers_of_a_check_given_as_strings_are_accepted(runs):
@@ -139,4 +145,5 @@ def test_numbers_of_a_check_given_as_strings_are_accepted(runs):
 
     assert run.returncode == 0, run.output
     port = run.variables["haproxy_checktcp_checks"][0]["targets"][0]["port"]
-    assert 'host = "127.0.0.1", port = %s,' % port in run.service.lua.read_text()
+    checks = rendered_checks(run.service)
+    assert '["host"] = "127.0.0.1",' in checks and '["port"] = %d,' % int(port) in checks, checks

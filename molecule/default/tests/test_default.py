@@ -173,3 +173,28 @@ def test_metrics_on_their_own_bind_only(host, status):
     code, body, _seconds = status.get("http://127.0.0.1/metrics")
     assert "<h1>" in body and "haproxy_process" not in body and "checktcp_up" not in body
     assert code in (200, 503)
+
+
+BLACKHOLE = "checktcp_blackhole"
+
+
+def test_blackholed_echo_server_is_ko_at_the_timeout_naming_connect(host, status):
+    """SYNs to the echo port dropped by nftables (no reset ever comes): 503 at the
+    timeout, naming the connect step, on every HAProxy version (2.6, 3.0, 3.2)."""
+    host.run_expect([0], "command -v nft >/dev/null || (apt-get update -qq && "
+                         "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null)")
+    assert status.wait_for(200)[0] == 200, status.journal()
+    host.run_expect([0], (
+        f"nft add table inet {BLACKHOLE} && "
+        f"nft add chain inet {BLACKHOLE} out '{{ type filter hook output priority 0 ; }}' && "
+        f"nft add rule inet {BLACKHOLE} out tcp dport 8080 'tcp flags & (syn | ack) == syn' counter drop"))
+    try:
+        code, body, seconds = status.get()
+        rule = host.check_output(f"nft list table inet {BLACKHOLE}")
+        assert "counter packets 0 " not in rule, "the rule dropped nothing: the test proves nothing\n" + rule
+        assert code == 503 and "<h1>KO</h1>" in body, status.journal()
+        assert f"timeout after {int(TIMEOUT_S * 1000)} ms waiting for connect" in body, body
+        assert TIMEOUT_S - 0.05 <= seconds <= TIMEOUT_S + SLACK_S, seconds
+    finally:
+        host.run(f"nft delete table inet {BLACKHOLE}")
+    assert status.wait_for(200)[0] == 200, status.journal()
