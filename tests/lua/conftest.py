@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import re
+import select
 import shutil
 import socket
 import struct
@@ -194,7 +195,10 @@ def stream(chunk, every, duration):
         end = time.monotonic() + duration
         while time.monotonic() < end:
             conn.sendall(chunk)
-            time.sleep(every)
+            # Until the next chunk, but a close by the peer is seen at once.
+            readable = select.select([conn], [], [], every)[0]
+            if readable and not conn.recv(4096):
+                return
         drain(conn)
     return behave
 

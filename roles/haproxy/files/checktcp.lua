@@ -25,7 +25,9 @@ local REQUEST_SLACK_MS = 50       -- a request waits for its verdict this long p
 local STALE_SLACK_MS = 1000       -- a cached verdict is stale after interval + timeout + this
 local WAIT_SPIN_MS = 2            -- a waiting request first yields without sleeping,
 local WAIT_BACKOFF_MAX_MS = 16    -- then sleeps 1, 2, 4... ms, up to this
-local WORKER_HOT_MS = 1000        -- HAProxy 2.6: a worker polls every ms this long after a request,
+local DECIDED_GRACE_MS = 20       -- once the policy is met, the other probes have this long
+local WORKER_SPIN_MS = 2          -- HAProxy 2.6: a worker yields without sleeping this long after a probe,
+local WORKER_HOT_MS = 1000        -- then polls every ms this long after a request,
 local WORKER_IDLE_POLL_MS = 50    -- then backs off up to this
 local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
 local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checked
@@ -38,7 +40,8 @@ local PRINTABLE_MAX_BYTES = 64
 -- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
 -- a connect failure this close to the deadline is a connect timeout.
 local CONNECT_TIMEOUT_SLACK_MS = 40
-local REARM_SLACK_MS = 5          -- a read may end this much past the deadline
+local REARM_SLACK_MS = 5          -- a read may end this much past the deadline,
+local MIN_SOCKET_TIMEOUT_MS = 10  -- or this much near it
 
 -- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
 -- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
@@ -143,8 +146,10 @@ local function probe(check, target, on_stage)
     local left = deadline - mono_ms()
     if left <= 0 then return nil end
     if armed_ms == nil or armed_ms > left + REARM_SLACK_MS then
-      sock:settimeout(left / 1000)
-      armed_ms = left
+      -- Never a timeout of a few ticks: HAProxy 3.0 may find it expired
+      -- before it runs the socket (a BUG_ON in sc_notify).
+      armed_ms = math.max(left, MIN_SOCKET_TIMEOUT_MS)
+      sock:settimeout(armed_ms / 1000)
     end
     return left
   end
@@ -214,6 +219,9 @@ local function probe(check, target, on_stage)
   end
 
   local ran, verdict, reason = pcall(run)
+  -- On HAProxy 3.x a closed socket's stream lives on until its timeout: end
+  -- it soon, so the echo server's connection goes with the probe.
+  pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
   sock:close()
   if not ran then
     verdict, reason = false, "probe error: " .. tostring(verdict)
@@ -254,12 +262,20 @@ local function wait_for_demand(st)
     while st.demand:pop() do end
     return
   end
-  local pause = 1
+  -- HAProxy 2.6 cannot wake a task: poll, without sleeping right after a
+  -- probe (the next request is often already there), then every ms while
+  -- requests come, then backing off.
+  local spin_until, pause = mono_ms() + WORKER_SPIN_MS, 1
   while st.wanted <= st.seq do
-    if mono_ms() - st.demanded_at > WORKER_HOT_MS then
-      pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
+    local now = mono_ms()
+    if now < spin_until then
+      core.yield()
+    else
+      if now - st.demanded_at > WORKER_HOT_MS then
+        pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
+      end
+      core.msleep(pause)
     end
-    core.msleep(pause)
   end
 end
 
@@ -356,8 +372,14 @@ local function await(check, wanted, deadline, all)
     for _, st in ipairs(check.states) do st.waiters[waiter] = true end
   end
   local spin_until, pause = mono_ms() + WAIT_SPIN_MS, 1
-  while not decided(check, wanted, all) do
+  while not decided(check, wanted, true) do
     local now = mono_ms()
+    if not all and decided(check, wanted, false) then
+      -- The policy is met: the other probes get a short grace, so a page
+      -- usually shows them all, but a hung target delays nobody.
+      deadline = math.min(deadline, now + DECIDED_GRACE_MS)
+      all = true
+    end
     if now >= deadline then break end
     if waiter then
       waiter:alarm()
@@ -375,14 +397,18 @@ local function await(check, wanted, deadline, all)
   end
 end
 
--- The verdict of check from the probes wanted: { ok, up, rows, wall }.
+-- The verdict of check from the probes wanted: { ok, up, rows, at, wall, key }.
+-- It is as old as its oldest probe (at, monotonic) and dated by its newest
+-- (wall); key names the probes it was made of, when all are done.
 local function verdict(check, wanted, now)
-  local rows, up = {}, 0
+  local rows, up, probes, oldest, newest = {}, 0, {}, now, nil
   for i, st in ipairs(check.states) do
     local r = st.result
     local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
     if r ~= nil and r.seq >= wanted[i] then
       row.ok, row.reason, row.ms, row.wall = r.ok, r.reason, r.ms, r.wall
+      probes[#probes + 1] = r.seq
+      oldest, newest = math.min(oldest, r.finished), math.max(newest or r.wall, r.wall)
     elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
       row.pending, row.reason = true, "probe still running (policy already decided)"
     elseif st.probing_since ~= nil then
@@ -396,7 +422,8 @@ local function verdict(check, wanted, now)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  return { ok = up >= check.required, up = up, rows = rows, at = now, wall = wall_ms() }
+  return { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = newest or wall_ms(),
+           key = #probes == #rows and table.concat(probes, ",") or nil }
 end
 
 -- A live verdict for a request arriving now.
@@ -693,18 +720,31 @@ local function shows_details(applet, check)
   return tonumber(allowed) == 1
 end
 
+-- The page of a verdict, rendered once for all the requests that share its
+-- probes (the last one rendered is kept per check).
+local function check_page(check, v, json, details, refresh)
+  local key = v.key and table.concat({ v.key, tostring(json), tostring(details), tostring(refresh) }, "|")
+  if key ~= nil and check.page_key == key then
+    return check.page
+  end
+  local body
+  if json then
+    body = render_check_json(check, v, details)
+  else
+    body = render_check_html(check, v, details, refresh)
+  end
+  check.page_key, check.page = key, body
+  return body
+end
+
 local function serve_check(applet, check, arrival)
   local v = check_verdict(check, arrival)
   local word = v.ok and "OK" or "KO"
   check.answered[word] = check.answered[word] + 1
-  local details, refresh = shows_details(applet, check), refresh_seconds(applet)
-  local headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
-  if wants_json(applet) then
-    respond(applet, v.ok and 200 or 503, word, "application/json", render_check_json(check, v, details), headers)
-  else
-    respond(applet, v.ok and 200 or 503, word, "text/html; charset=utf-8",
-      render_check_html(check, v, details, refresh), headers)
-  end
+  local json = wants_json(applet)
+  local body = check_page(check, v, json, shows_details(applet, check), refresh_seconds(applet))
+  respond(applet, v.ok and 200 or 503, word, json and "application/json" or "text/html; charset=utf-8", body,
+    { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) })
 end
 
 local function serve_overview(applet, arrival)
