@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 INVENTORY = os.path.join(BENCH, "inventory.yml")
-ID = os.environ.get("CHECKTCP_ID", "checktcp-bench")
+ID = os.environ["CHECKTCP_ID"]  # set by scripts/lib.sh, which benchmarks/run sources
 # host in inventory.yml -> (HAProxy version, image variable of scripts/lib.sh, podman command)
 FORKY_INIT = "umount -R /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup && exec /sbin/init"
 VERSIONS = {
@@ -40,7 +40,7 @@ SILENT_PORT = 8082       # the target of the silent check
 CONTROL_PORT = 9081      # fast_echo's control ports
 SILENT_CONTROL_PORT = 9082
 FAST_ECHO = "/usr/local/bin/checktcp-fast-echo"
-LOGS = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "checktcp-bench-logs")
+LOGS = os.path.join(os.environ["XDG_CACHE_HOME"], "bench-logs")  # the clone's .cache (scripts/lib.sh)
 
 
 def role_default(name):
@@ -164,7 +164,7 @@ def start_echo_servers(host, ip, binary):
     """fast_echo on the echo port, and a second one on the silent port, hung."""
     sh(["podman", "cp", binary, f"{container(host)}:{FAST_ECHO}"])
     for unit, port, ctl in (("checktcp-bench-echo", ECHO_PORT, CONTROL_PORT),
-                            ("checktcp-bench-silent", SILENT_PORT, SILENT_CONTROL_PORT)):
+                            ("checktcp-bench-echo-silent", SILENT_PORT, SILENT_CONTROL_PORT)):
         cexec(host, f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
               f"systemd-run --unit {unit} --collect {FAST_ECHO} 127.0.0.1 {port} 0.0.0.0 {ctl}")
         deadline = time.monotonic() + 10
