@@ -101,6 +101,18 @@ def http_request(port, method="GET", path="/", headers=None, body=b"", timeout=5
                     parsed, content, elapsed_ms)
 
 
+def checked(response):
+    """The response, once its content-length is found equal to its body's length."""
+    assert response.headers.get("content-length") == str(len(response.body)), response
+    return response
+
+
+def word(response):
+    """OK or KO from the page's <h1>, None without one."""
+    found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
+    return found.group(1).decode() if found else None
+
+
 def collections_path():
     """ANSIBLE_COLLECTIONS_PATH entries that already provide this collection as the repository."""
     found = []

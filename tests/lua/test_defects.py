@@ -24,7 +24,7 @@ import types
 
 import pytest
 
-from conftest import FakeEchoServer, echo, http_request
+from conftest import FakeEchoServer, checked, echo, http_request, word
 
 TIMEOUT_MS = 500
 INTERVAL_MS = 200
@@ -131,18 +131,6 @@ def beds(make_service, peak_servers, free_port):
         metrics_port=metrics_port, state_map=state_map, **services)
 
 
-def checked(response):
-    """The response, once its content-length is found equal to its body's length."""
-    assert response.headers.get("content-length") == str(len(response.body)), response
-    return response
-
-
-def word(response):
-    """OK or KO, from the page's <h1> or the JSON document's status; None without one."""
-    if response.headers.get("content-type") == "application/json":
-        return json.loads(response.body)["status"]
-    found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
-    return found.group(1).decode() if found else None
 
 
 def reasons(response):

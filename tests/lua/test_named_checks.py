@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from conftest import http_request
+from conftest import checked, http_request, word
 
 TIMEOUT_MS = 500
 INTERVAL_MS = 200
@@ -45,15 +45,6 @@ def bed(deploy, fake_servers, free_port):
                                  paths={"one": "/one", "two": "/second", "three": "/three"})
 
 
-def checked(response):
-    """The response, once its content-length is found equal to its body's length."""
-    assert response.headers.get("content-length") == str(len(response.body)), response
-    return response
-
-
-def word(response):
-    found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
-    return found.group(1).decode() if found else None
 
 
 def set_up(bed, **states):

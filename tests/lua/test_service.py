@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import threading
 import time
 import types
 
 import pytest
+
+from conftest import checked, word
 
 TIMEOUT_MS = 500
 INTERVAL_MS = 200
@@ -51,16 +52,6 @@ def beds(deploy, fake_servers, free_port):
         policies=dict(zip(policies, services[4:])), pool=pool)
 
 
-def checked(response):
-    """The response, once its content-length is found equal to its body's length."""
-    assert response.headers.get("content-length") == str(len(response.body)), response
-    return response
-
-
-def word(response):
-    """OK or KO from the page's <h1>, None without one."""
-    found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
-    return found.group(1).decode() if found else None
 
 
 def fresh_ok(service, fake, **options):
