@@ -108,7 +108,9 @@ def checked(response):
 
 
 def word(response):
-    """OK or KO from the page's <h1>, None without one."""
+    """OK or KO, from the page's <h1> or the JSON document's status; None without one."""
+    if response.headers.get("content-type") == "application/json":
+        return json.loads(response.body)["status"]
     found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
     return found.group(1).decode() if found else None
 
