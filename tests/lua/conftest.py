@@ -519,11 +519,12 @@ def deploy(make_service):
 
 @pytest.fixture(scope="module")
 def fake_servers():
-    """Factory: ``fake_servers(count)`` -> that many FakeEchoServers (a list), stopped at teardown."""
+    """Factory: ``fake_servers(count, kind=FakeEchoServer)`` -> that many servers of that
+    class (a list), stopped at teardown."""
     servers = []
 
-    def start(count=1):
-        started = [FakeEchoServer() for index in range(count)]
+    def start(count=1, kind=FakeEchoServer):
+        started = [kind() for index in range(count)]
         servers.extend(started)
         return started
 

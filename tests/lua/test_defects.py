@@ -58,20 +58,6 @@ class PeakFakeEchoServer(FakeEchoServer):
         super()._serve(conn, behaviour)
 
 
-@pytest.fixture(scope="module")
-def peak_servers():
-    servers = []
-
-    def start(count=1):
-        started = [PeakFakeEchoServer() for index in range(count)]
-        servers.extend(started)
-        return started
-
-    yield start
-    for server in servers:
-        server.refuse()
-
-
 def target_name(index):
     """Names as long as real ones: 200 rows of them make a page over 16 kB."""
     return "echo-%03d.checktcp.example.internal" % index
@@ -94,11 +80,11 @@ def without_state_map(service):
 
 
 @pytest.fixture(scope="module")
-def beds(make_service, peak_servers, free_port):
+def beds(make_service, fake_servers, free_port):
     """Every configuration of this module, rendered concurrently, then started."""
     # Each 200-target check has its own server: 400 connections at once would
     # overflow the fake server's listen backlog (256) and look like a defect.
-    single, broken, many, many_too, garbage, flapping, counted = peak_servers(7)
+    single, broken, many, many_too, garbage, flapping, counted = fake_servers(7, kind=PeakFakeEchoServer)
     garbage.behave("echo", reply=GARBAGE)
     metrics_port = free_port()
     common = {"haproxy_checktcp_timeout_ms": TIMEOUT_MS}
