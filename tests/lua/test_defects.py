@@ -117,8 +117,6 @@ def beds(make_service, fake_servers, free_port):
         metrics_port=metrics_port, state_map=state_map, **services)
 
 
-
-
 def reasons(response):
     """The reason of each target on an HTML page with details."""
     page = html.unescape(response.body.decode("utf-8", "replace"))

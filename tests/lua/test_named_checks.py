@@ -45,8 +45,6 @@ def bed(deploy, fake_servers, free_port):
                                  paths={"one": "/one", "two": "/second", "three": "/three"})
 
 
-
-
 def set_up(bed, **states):
     """Each named fake server echoes (True) or refuses (False); then wait until
     every check's page shows it (the cached one turns within an interval)."""

@@ -52,8 +52,6 @@ def beds(deploy, fake_servers, free_port):
         policies=dict(zip(policies, services[4:])), pool=pool)
 
 
-
-
 def fresh_ok(service, fake, **options):
     """Make the fake server healthy (with options) and wait for a 200: in cached
     mode a probe hung before may take interval + timeout to be replaced."""
