@@ -317,10 +317,11 @@ end
 
 local checks, by_path = {}, {}
 
-local function new_target(check, target, index)
+local function new_target(check, check_index, target, index)
   target.relay = {
     proxy = string.format("%s_%s_%d", config.relay_proxy, check.name, index),
-    socket = string.format("abns@%s-%s-%d", config.relay_socket, check.name, index),
+    -- A Unix socket in HAProxy's chroot, where the workers connect from.
+    socket = string.format("unix@/%s-%d-%d.sock", config.relay_socket, check_index, index),
   }
   local st = {
     check = check, target = target, label = target.name,
@@ -337,12 +338,12 @@ local function new_target(check, target, index)
   return st
 end
 
-for _, check in ipairs(config.checks) do
+for c, check in ipairs(config.checks) do
   check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
   check.answered = { OK = 0, KO = 0 }
   check.states = {}
   for i, target in ipairs(check.targets) do
-    check.states[i] = new_target(check, target, i)
+    check.states[i] = new_target(check, c, target, i)
   end
   checks[#checks + 1] = check
   by_path[check.path] = check
