@@ -417,6 +417,10 @@ class StatusService:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # HAProxy leaves its Unix sockets (the probe relays, in the chroot) behind.
+        if self.config.exists():
+            for path in re.findall(r"^\s*bind unix@(\S+)", self.config.read_text(), re.M):
+                pathlib.Path(path).unlink(missing_ok=True)
 
     def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
         return http_request(self.port, method, path, headers, body, timeout)
