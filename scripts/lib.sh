@@ -50,10 +50,11 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # System packages: podman runs the systemd containers (with runc), debootstrap
-# builds their image, haproxy runs the loopback Lua tests, wrk the benchmarks,
-# and shellcheck lets ansible-test sanity check the shell scripts.
+# builds their image, haproxy runs the loopback Lua tests (faketime steps its
+# clock), wrk the benchmarks, and shellcheck lets ansible-test sanity check the
+# shell scripts.
 ensure_system_packages() {
-  local wanted=(podman runc debootstrap haproxy curl git python3-venv wrk shellcheck
+  local wanted=(podman runc debootstrap haproxy faketime curl git python3-venv wrk shellcheck
                 lua-check lua5.3 lua5.4 gcc libc6-dev) missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")

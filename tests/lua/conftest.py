@@ -385,11 +385,14 @@ class StatusService:
         return self.render_wait()
 
     # HAProxy
-    def start(self, timeout=5.0):
-        """Run HAProxy in the foreground; return once the status port answers."""
+    def start(self, timeout=5.0, env=None):
+        """Run HAProxy in the foreground, with ``env`` added to the environment
+        (bin/haproxy passes LD_PRELOAD and FAKETIME* on); return once the status
+        port answers."""
         with open(self.stderr, "wb") as stderr:
             self.proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(self.config)],
                                          cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, **(env or {})),
                                          stdout=subprocess.DEVNULL, stderr=stderr)
         end = time.monotonic() + timeout
         while True:

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2025, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Defect 5 of issue 9, two clocks: a cached verdict must be dated in the wall
+clock haproxy.cfg reads (date()), so that a step of that clock (NTP, an
+operator) makes a fresh verdict neither stale nor ageless. HAProxy runs under
+libfaketime with only its wall clock faked; the test steps it by rewriting the
+offset file while it reads the page."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import time
+import types
+
+import pytest
+
+from conftest import checked, word
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+# HAProxy's chroot (the role's): libfaketime rereads its offset file there.
+CHROOT = pathlib.Path("/var/lib/haproxy")
+FAKETIME_CACHE_S = 1     # libfaketime rereads the offset file this often
+TIMEOUT_MS = 500
+INTERVAL_MS = 200
+# checktcp.lua's STALE_SLACK_MS: a cached verdict is stale after interval + timeout + this.
+STALE_MS = INTERVAL_MS + TIMEOUT_MS + 1000
+STEP_S = 3600
+# Long enough for libfaketime to see the new offset and for the service to
+# date its verdicts in the stepped clock (it checks the clock every second).
+ACROSS_STEP_S = FAKETIME_CACHE_S + 3.5
+
+
+def utc(text):
+    """Seconds since the epoch of an ISO 8601 UTC time with milliseconds."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+@pytest.fixture(scope="module")
+def clock(make_service, fake_servers):
+    if not os.path.exists(LIBFAKETIME):
+        pytest.fail("%s is missing: apt-get install faketime" % LIBFAKETIME)
+    [fake] = fake_servers(1)
+    service = make_service(haproxy_checktcp_targets=[fake.target], haproxy_checktcp_mode="cached",
+                           haproxy_checktcp_timeout_ms=TIMEOUT_MS, haproxy_checktcp_interval_ms=INTERVAL_MS)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    # Named after this clone and test directory; the path as HAProxy's workers
+    # see it, in the chroot (before chroot it is absent: no offset).
+    offset = CHROOT / ("%s-faketime-%s" % (os.environ.get("CHECKTCP_ID", "checktcp"), service.workdir.name))
+    offset.write_text("+0\n")
+    try:
+        service.start(env={"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": "/" + offset.name,
+                           "FAKETIME_CACHE_DURATION": str(FAKETIME_CACHE_S), "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+        yield types.SimpleNamespace(service=service, offset=offset)
+    finally:
+        offset.unlink(missing_ok=True)
+
+
+def step_to(clock, seconds):
+    """Set HAProxy's wall clock to the real one plus ``seconds``; return the
+    answers (HTML and JSON) read across the step."""
+    clock.offset.write_text("%+d\n" % seconds)
+    answers, end = [], time.monotonic() + ACROSS_STEP_S
+    while time.monotonic() < end:
+        for path in ("/", "/?format=json"):
+            answers.append(checked(clock.service.request(path=path)))
+        time.sleep(0.02)
+    return answers
+
+
+def assert_fresh(clock, answers, offset_s):
+    """Every answer 200 OK with a plausible age, and the verdict now dated in
+    the stepped clock."""
+    wrong = [(response.status, word(response), response.headers.get("x-checktcp-age-ms"))
+             for response in answers
+             if (response.status, word(response)) != (200, "OK")
+             or not 0 <= int(response.headers.get("x-checktcp-age-ms", "-1")) <= STALE_MS]
+    assert not wrong, "%d of %d answers wrong, first: %s\n%s" % (
+        len(wrong), len(answers), wrong[:5], clock.service.log_text())
+    document = json.loads(checked(clock.service.request(path="/?format=json")).body)
+    stepped_now = time.time() + offset_s
+    assert 0 <= stepped_now - utc(document["checked_at"]) <= STALE_MS / 1000, (document, stepped_now)
+
+
+def wait_ok(service, within_s):
+    end = time.monotonic() + within_s
+    while True:
+        response = checked(service.request())
+        if response.status == 200:
+            return
+        if time.monotonic() > end:
+            pytest.fail("no 200 within %.1f s: %r\n%s" % (within_s, response, service.log_text()))
+        time.sleep(0.05)
+
+
+def test_a_forward_step_leaves_fresh_verdicts_fresh(clock):
+    wait_ok(clock.service, 3)
+    assert_fresh(clock, step_to(clock, STEP_S), STEP_S)
+
+
+def test_a_backward_step_leaves_fresh_verdicts_fresh(clock):
+    wait_ok(clock.service, 3)
+    # From an hour ahead to an hour behind: verdicts dated in the future.
+    assert_fresh(clock, step_to(clock, -STEP_S), -STEP_S)
+    assert_fresh(clock, step_to(clock, 0), 0)
