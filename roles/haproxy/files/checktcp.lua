@@ -262,9 +262,17 @@ local function wait_for_demand(st)
     while st.demand:pop() do end
     return
   end
-  -- HAProxy 2.6 cannot wake a task: poll, without sleeping right after a
-  -- probe (the next request is often already there), then every ms while
-  -- requests come, then backing off.
+  -- HAProxy 2.6 cannot wake a task: poll. A cached check's worker sleeps
+  -- until its check's next round; a live one does not sleep right after a
+  -- probe (the next request is often already there), then polls every ms
+  -- while requests come, then backs off.
+  if st.check.mode == "cached" then
+    while st.wanted <= st.seq do
+      local now = mono_ms()
+      core.msleep(math.max((st.check.next_round_at or now) - now, 1))
+    end
+    return
+  end
   local spin_until, pause = mono_ms() + WORKER_SPIN_MS, 1
   while st.wanted <= st.seq do
     local now = mono_ms()
@@ -650,7 +658,8 @@ local function cached_round(check)
   local v = verdict(check, wanted, mono_ms())
   check.latest = v
   publish(check, v)
-  core.msleep(math.max(check.interval_ms - (mono_ms() - round), 1))
+  check.next_round_at = math.max(round + check.interval_ms, mono_ms() + 1)
+  core.msleep(check.next_round_at - mono_ms())
 end
 
 -------------------------------------------------------------------- tasks
