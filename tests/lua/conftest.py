@@ -428,6 +428,21 @@ class StatusService:
     def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
         return http_request(self.port, method, path, headers, body, timeout)
 
+    def backend_stats(self, proxy):
+        """The BACKEND row of ``proxy`` in HAProxy's ``show stat`` (admin socket), as a dict."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(str(self.workdir / "admin.sock"))
+            conn.sendall(b"show stat\n")
+            data = b"".join(iter(lambda: conn.recv(65536), b""))
+        lines = data.decode().splitlines()
+        names = lines[0].lstrip("# ").split(",")
+        for line in lines[1:]:
+            row = dict(zip(names, line.split(",")))
+            if (row.get("pxname"), row.get("svname")) == (proxy, "BACKEND"):
+                return row
+        raise AssertionError("no backend %s in show stat:\n%s" % (proxy, data.decode()))
+
     # HAProxy's standard error, where the Lua service logs its reasons
     def log_offset(self):
         return self.stderr.stat().st_size

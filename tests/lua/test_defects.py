@@ -313,11 +313,25 @@ def test_native_cached_answers_are_counted(beds):
     service, fake = beds.counted, beds.fakes.counted
     fake.behave("echo")
     wait_status(service, 200, 3)
+    # Lua answers until its estimate of the wall clock is calibrated (up to 1 s
+    # after start: os.time() has whole seconds only); then HAProxy does.
+    end = time.monotonic() + 3
+    while True:
+        native_before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+        checked(service.request())
+        if int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"]) > native_before:
+            break
+        assert time.monotonic() < end, "no native answer within 3 s:\n" + service.log_text()
+        time.sleep(0.05)
     before = requests_total(beds, "OK")
+    native_before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
     answers = [checked(service.request(path=path)) for path in ["/", "/?format=json"] * 25]
     after = requests_total(beds, "OK")
+    native_after = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
 
     assert [response.status for response in answers] == [200] * 50
+    # Answered by HAProxy without Lua (the check's native backend), and counted.
+    assert native_after - native_before == 50, (native_before, native_after)
     assert after - before == 50, (before, after)
 
 

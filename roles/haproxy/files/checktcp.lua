@@ -624,6 +624,7 @@ local function publish(check, v)
     at = tostring(v.wall),
     expires = tostring(v.wall + check.stale_ms),
     details = check.details and "1" or "0",
+    backend = config.native_backend .. "_" .. check.name,
   }
   for _, details in ipairs({ true, false }) do
     local flag = details and "1" or "0"
@@ -821,13 +822,12 @@ local TARGET_METRICS = {
     function(st, now) return st.result and (now - st.result.finished) / 1000 or 0 end },
 }
 
--- Native answers of cached mode are counted by haproxy.cfg in a stick table
--- (general purpose counter 0, keyed "<path>@<code>").
+-- Native answers of a cached check come from its own backend in haproxy.cfg,
+-- whose HTTP response counters count them (2xx: OK, 5xx: KO).
 local function native_answers(check, code)
-  local counts = core.backends[config.counts_table]
-  if counts == nil or counts.stktable == nil then return 0 end
-  local entry = counts.stktable:lookup(check.path .. "@" .. code)
-  return entry and (entry.gpc0 or 0) or 0
+  local backend = core.backends[config.native_backend .. "_" .. check.name]
+  if backend == nil then return 0 end
+  return tonumber(backend:get_stats()[code == "200" and "hrsp_2xx" or "hrsp_5xx"]) or 0
 end
 
 core.register_service("checktcp_metrics", "http", function(applet)
