@@ -130,6 +130,20 @@ def wait_status(lb_host, key, wanted, within):
     return None
 
 
+def wait_full_health(lb_host, key, within):
+    """Poll until `key`'s check health is at its top (rise + fall - 1): a server
+    that has just come UP sits at rise, where one failed check takes it DOWN.
+    Return the row then (None if never)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        row = server_stats(lb_host).get(key, {})
+        if row.get("check_health") and \
+                int(row["check_health"]) == int(row["check_rise"]) + int(row["check_fall"]) - 1:
+            return row
+        time.sleep(0.05)
+    return None
+
+
 class Fake:
     """The fake echo server on the page host, in place of checktcp-echo.service."""
 

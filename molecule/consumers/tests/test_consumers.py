@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import (  # pylint: disable=import-error
-    CHECK_INTERVAL, LB_CA, PAGE, PAGE_CERT, Watch, admin, q, run_playbook, server_stats, server_status, wait_status)
+    CHECK_INTERVAL, LB_CA, PAGE, PAGE_CERT, Watch, admin, q, run_playbook, server_stats, server_status,
+    wait_full_health, wait_status)
 
 CHECK_HTTP = "/usr/lib/nagios/plugins/check_http"
 METRICS = "http://127.0.0.1:9101"
@@ -150,6 +151,8 @@ def test_load_balancer_takes_a_wrong_echo_server_out_and_back(page, lb, fake):
     fake.start("echo")
     assert wait_status(lb, through_page, "UP", 30) is not None, server_status(lb)
     assert wait_status(lb, tcp_check, "UP", 30) is not None, server_status(lb)
+    # Two failed checks take it DOWN only from full health (one more success after UP).
+    assert wait_full_health(lb, through_page, 10 * CHECK_INTERVAL), server_stats(lb)[through_page]
 
     # The fake keeps accepting: only its answers go wrong, at this moment.
     failed_checks = int(server_stats(lb)[through_page]["chkfail"])
