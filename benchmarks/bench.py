@@ -216,16 +216,34 @@ def status_of(ip, path):
         conn.close()
 
 
-def page_facts(ip, path):
-    """Size of a page and whether HAProxy answered it without Lua (its native
-    answers carry x-checktcp-age-ms, see haproxy.cfg.j2)."""
+# The 2xx answers of a cached check's native backend (haproxy.cfg.j2), from
+# HAProxy's admin socket in the container.
+NATIVE_ANSWERS = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    s.connect("/run/haproxy/admin.sock")
+    s.sendall(b"show stat\\n")
+    lines = s.makefile().read().splitlines()
+names = lines[0].lstrip("# ").split(",")
+rows = [dict(zip(names, line.split(","))) for line in lines[1:]]
+print(sum(int(r["hrsp_2xx"] or 0) for r in rows if (r.get("pxname"), r.get("svname")) == (sys.argv[1], "BACKEND")))
+"""
+
+
+def page_facts(host, ip, path, check):
+    """Size of a page and whether HAProxy answered it without Lua: the count
+    of the check's native backend went up with it."""
+    def native():
+        return int(sh(["podman", "exec", container(host), "python3", "-c", NATIVE_ANSWERS,
+                       f"checktcp_native_{check}"]).stdout)
+    before = native()
     conn = http.client.HTTPConnection(ip, STATUS_PORT, timeout=10)
     try:
         conn.request("GET", path)
-        resp = conn.getresponse()
-        return len(resp.read()), resp.getheader("x-checktcp-age-ms") is not None
+        size = len(conn.getresponse().read())
     finally:
         conn.close()
+    return size, native() > before
 
 
 def wait_for(ip, path, want, limit_s=15):
@@ -288,7 +306,7 @@ def measure(version, ip, host, args):
         log(f"HAProxy {version}: 200 targets, cached, 50 connections")
         native = point(res, ("native-many", 50), native_url, 50, sec, f"{version}-native")
         point(res, ("many", 50), base + "/many", 50, sec, f"{version}-many", native)
-        res["many_page"] = page_facts(ip, "/many")
+        res["many_page"] = page_facts(host, ip, "/many", "many")
         note(f"/many: {res['many_page'][0]} bytes, native answer: {res['many_page'][1]}")
     if "silent" in args.parts:
         log(f"HAProxy {version}: silent target, live, 500 connections")
