@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -113,6 +114,24 @@ def word(response):
         return json.loads(response.body)["status"]
     found = re.search(rb"<h1>(OK|KO)</h1>", response.body)
     return found.group(1).decode() if found else None
+
+
+def wait_status(service, status, within_s, path="/"):
+    """Request until ``status`` comes; fail after ``within_s`` seconds."""
+    end = time.monotonic() + within_s
+    while True:
+        response = service.request(path=path)
+        if response.status == status:
+            return response
+        if time.monotonic() > end:
+            pytest.fail("no %d within %.1f s: %r\n%s" % (status, within_s, response, service.log_text()))
+        time.sleep(0.02)
+
+
+def utc(text):
+    """Seconds since the epoch of an ISO 8601 UTC time with milliseconds (2026-01-02T03:04:05.678Z)."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
 
 
 def collections_path():

@@ -11,7 +11,6 @@ offset file while it reads the page."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
@@ -21,7 +20,7 @@ import types
 
 import pytest
 
-from conftest import checked, haproxy_binary, word
+from conftest import checked, haproxy_binary, utc, wait_status, word
 
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 # HAProxy's chroot (the role's): libfaketime rereads its offset file there.
@@ -35,12 +34,6 @@ STEP_S = 3600
 # Long enough for libfaketime to see the new offset and for the service to
 # date its verdicts in the stepped clock (it checks the clock every second).
 ACROSS_STEP_S = FAKETIME_CACHE_S + 3.5
-
-
-def utc(text):
-    """Seconds since the epoch of an ISO 8601 UTC time with milliseconds."""
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
 
 
 def hangs_under_libfaketime():
@@ -112,24 +105,13 @@ def assert_fresh(clock, answers, offset_s):
     assert 0 <= stepped_now - utc(document["checked_at"]) <= STALE_MS / 1000, (document, stepped_now)
 
 
-def wait_ok(service, within_s):
-    end = time.monotonic() + within_s
-    while True:
-        response = checked(service.request())
-        if response.status == 200:
-            return
-        if time.monotonic() > end:
-            pytest.fail("no 200 within %.1f s: %r\n%s" % (within_s, response, service.log_text()))
-        time.sleep(0.05)
-
-
 def test_a_forward_step_leaves_fresh_verdicts_fresh(clock):
-    wait_ok(clock.service, 3)
+    wait_status(clock.service, 200, 3)
     assert_fresh(clock, step_to(clock, STEP_S), STEP_S)
 
 
 def test_a_backward_step_leaves_fresh_verdicts_fresh(clock):
-    wait_ok(clock.service, 3)
+    wait_status(clock.service, 200, 3)
     # From an hour ahead to an hour behind: verdicts dated in the future.
     assert_fresh(clock, step_to(clock, -STEP_S), -STEP_S)
     assert_fresh(clock, step_to(clock, 0), 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import datetime
 import html
 import json
 import random
@@ -24,7 +23,7 @@ import types
 
 import pytest
 
-from conftest import FakeEchoServer, checked, echo, http_request, word
+from conftest import FakeEchoServer, checked, echo, http_request, utc, wait_status, word
 
 TIMEOUT_MS = 500
 INTERVAL_MS = 200
@@ -121,24 +120,6 @@ def reasons(response):
     """The reason of each target on an HTML page with details."""
     page = html.unescape(response.body.decode("utf-8", "replace"))
     return re.findall(r"<tr><td>[^<]*</td><td[^>]*>[^<]*</td>.*?<td>([^<]*)</td></tr>", page)
-
-
-def wait_status(service, status, within_s, path="/"):
-    """Request until ``status`` comes; fail after ``within_s`` seconds."""
-    end = time.monotonic() + within_s
-    while True:
-        response = service.request(path=path)
-        if response.status == status:
-            return response
-        if time.monotonic() > end:
-            pytest.fail("no %d within %.1f s: %r\n%s" % (status, within_s, response, service.log_text()))
-        time.sleep(0.02)
-
-
-def utc(text):
-    """Seconds since the epoch of an ISO 8601 UTC time with milliseconds (2026-01-02T03:04:05.678Z)."""
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
 
 
 # ------------------------------------------- defect 1: one probe per target

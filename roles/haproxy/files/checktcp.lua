@@ -349,6 +349,7 @@ end
 for c, check in ipairs(config.checks) do
   check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
   check.answered = { OK = 0, KO = 0 }
+  check.native_backend = config.native_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
   check.states = {}
   for i, target in ipairs(check.targets) do
     check.states[i] = new_target(check, c, target, i)
@@ -624,7 +625,7 @@ local function publish(check, v)
     at = tostring(v.wall),
     expires = tostring(v.wall + check.stale_ms),
     details = check.details and "1" or "0",
-    backend = config.native_backend .. "_" .. check.name,
+    backend = check.native_backend,
   }
   for _, details in ipairs({ true, false }) do
     local flag = details and "1" or "0"
@@ -825,7 +826,7 @@ local TARGET_METRICS = {
 -- Native answers of a cached check come from its own backend in haproxy.cfg,
 -- whose HTTP response counters count them (2xx: OK, 5xx: KO).
 local function native_answers(check, code)
-  local backend = core.backends[config.native_backend .. "_" .. check.name]
+  local backend = core.backends[check.native_backend]
   if backend == nil then return 0 end
   return tonumber(backend:get_stats()[code == "200" and "hrsp_2xx" or "hrsp_5xx"]) or 0
 end
