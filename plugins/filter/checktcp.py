@@ -62,6 +62,16 @@ LOOPBACK_NAMES = ("localhost",)
 FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
 
 LUA_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
+# HAProxy's buffer (tune.bufsize) bounds a cached page answered without Lua.
+BUFSIZE_VAR = "haproxy_tune_bufsize"
+BUFSIZE_DEFAULT = 16384          # HAProxy's own default
+BUFSIZE_RANGE = (16384, 1048576)
+BUFSIZE_STEP = 4096
+# A cached page: its head and style, then a row per target (plus the
+# target's name, escaped) in its HTML and JSON forms; healthy rows take 100 to
+# 130 bytes. Longer reasons (a binary reply) may still leave a page to Lua.
+PAGE_BASE_BYTES = 4096
+PAGE_ROW_BYTES = 160
 LUA_INDENT = 2
 
 
@@ -356,6 +366,28 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
     return {"catch_all": False, "overview_path": overview_path, "checks": out}
 
 
+def checktcp_bufsize(checktcp, wanted, headroom):
+    """HAProxy's tune.bufsize for these checks (the output of checktcp_checks).
+
+    wanted: haproxy_tune_bufsize; when set, it is the answer, once checked.
+    Unset (None): HAProxy's default, 16384, or more when a cached check has so
+    many targets that its page and ``headroom`` bytes (the answer's headers,
+    HAProxy's rewrite reserve) would not fit, rounded up to 4 KiB. Raises
+    AnsibleFilterError naming haproxy_tune_bufsize.
+    """
+    if wanted is not None:
+        size = _to_int(wanted)
+        if size is None or not BUFSIZE_RANGE[0] <= size <= BUFSIZE_RANGE[1]:
+            raise AnsibleFilterError("%s: must be unset or %s (got %s)"
+                                     % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
+        return size
+    largest = max([PAGE_BASE_BYTES + sum(PAGE_ROW_BYTES + 2 * len(str(target["name"]).encode("utf-8"))
+                                         for target in check["targets"])
+                   for check in checktcp["checks"] if check["mode"] == "cached"], default=0)
+    needed = largest + int(headroom)
+    return max(BUFSIZE_DEFAULT, -(-needed // BUFSIZE_STEP) * BUFSIZE_STEP)
+
+
 def _single_check(defaults, groups, hostvars, inventory_hostname):
     where = _Where()
     settings, policy = _settings(where, None, defaults)
@@ -576,6 +608,7 @@ class FilterModule:
 
     def filters(self):
         return {
+            "checktcp_bufsize": checktcp_bufsize,
             "checktcp_checks": checktcp_checks,
             "checktcp_resolve": checktcp_resolve,
             "checktcp_unresolved": checktcp_unresolved,

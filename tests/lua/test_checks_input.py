@@ -55,7 +55,11 @@ REJECTED = {
     "bad-default-timeout": (lambda port: {"haproxy_checktcp_timeout_ms": "60001", "haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port)}]},
         ["haproxy_checktcp_timeout_ms: ", 'timeout_ms="60001"']),
+    "small-bufsize": (lambda port: {"haproxy_tune_bufsize": 8192},
+                      ["haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576 (got 8192)"]),
 }
+# Cases that fail in another validation task than VALIDATION_TASK.
+REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size"}
 
 ACCEPTED = {
     "timeout-as-string": lambda port: {"haproxy_checktcp_timeout_ms": "500", "haproxy_checktcp_skip_lines": "1",
@@ -118,7 +122,7 @@ def test_bad_checks_stop_the_play_before_any_file_changes(runs, name):
     run = runs[name]
 
     assert run.returncode != 0, run.output
-    assert failed_task(run.output).endswith(VALIDATION_TASK), run.output
+    assert failed_task(run.output).endswith(REJECTED_BY_TASK.get(name, VALIDATION_TASK)), run.output
     message = run.output[run.output.index("fatal:"):]
     # The message is wrapped by the callback: compare it unwrapped.
     unwrapped = " ".join(message.split())

@@ -199,6 +199,22 @@ def test_two_hundred_targets_get_a_full_page(beds, bed):
     assert all(target["ok"] for target in parsed["targets"])
 
 
+def test_two_hundred_cached_targets_are_answered_without_lua(beds):
+    """The role sizes HAProxy's buffer (tune.bufsize) for the cached page of 200
+    targets, so HAProxy answers it from the state map, not the Lua service."""
+    service = beds.many_cached
+    wait_status(service, 200, 5)
+    # Lua answers until its estimate of the wall clock is calibrated (up to 1 s).
+    time.sleep(1.2)
+    before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+    answers = [checked(service.request(path=path)) for path in ["/", "/?format=json"] * 5]
+    after = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+
+    assert [response.status for response in answers] == [200] * 10
+    assert min(len(response.body) for response in answers) > 16384
+    assert after - before == 10, (before, after)
+
+
 @pytest.mark.parametrize("bed", ["garbage_live", "garbage_cached"])
 def test_binary_replies_get_a_full_ko_page(beds, bed):
     service = getattr(beds, bed)

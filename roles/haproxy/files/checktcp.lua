@@ -33,7 +33,6 @@ local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again af
 local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checked
 local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the clock stepped
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
-local NATIVE_PAGE_MAX_BYTES = 8192  -- larger cached pages are answered by Lua (HAProxy's buffer)
 local KEEP_GENERATIONS = 2        -- published generations kept for requests still reading them
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
@@ -612,41 +611,38 @@ end
 
 ------------------------------------------------------------- cached mode
 
--- Pages go into the state map under keys that are never rewritten: a new
--- generation's entries first, then "<path>" -> generation, then the entries
--- of older generations go. A request reads the generation once, then only
--- entries of that generation: status, date and page always belong together.
+-- A generation is published in the state map under keys never rewritten: its
+-- pages first, under "<state>|<format>|<details flag>", then "<path>" -> state,
+-- then an older generation's pages go. The state, one map value, is
+-- "<code>|<at>|<expires>|<details flag>|<generation>|<native backend>": a
+-- request reads it once (haproxy.cfg), then only pages named after it, so its
+-- status, date and page always belong together.
 local function publish(check, v)
   local map = config.state_map
   local gen = (check.generation or 0) + 1
-  local prefix = check.path .. "@" .. gen .. "@"
-  local entries = {
-    code = v.ok and "200" or "503",
-    at = tostring(v.wall),
-    expires = tostring(v.wall + check.stale_ms),
-    details = check.details and "1" or "0",
-    backend = check.native_backend,
-  }
-  for _, details in ipairs({ true, false }) do
-    local flag = details and "1" or "0"
-    local html = render_check_html(check, v, details, nil)
-    local json = render_check_json(check, v, details)
-    -- Map values are one line; larger pages are left to the Lua service.
-    if #html <= NATIVE_PAGE_MAX_BYTES then entries["html@" .. flag] = (html:gsub("\n", "")) end
-    if #json <= NATIVE_PAGE_MAX_BYTES then entries["json@" .. flag] = (json:gsub("\n", "")) end
+  local details = check.details and "1" or "0"
+  local state = table.concat({ v.ok and "200" or "503", v.wall, v.wall + check.stale_ms, details, gen,
+                               check.native_backend }, "|")
+  local pages = {}
+  for _, flag in ipairs({ "1", "0" }) do
+    local html = render_check_html(check, v, flag == "1", nil)
+    local json = render_check_json(check, v, flag == "1")
+    -- Map values are one line; pages too large for HAProxy's buffer are left to Lua.
+    if #html <= config.native_page_max then pages["html|" .. flag] = (html:gsub("\n", "")) end
+    if #json <= config.native_page_max then pages["json|" .. flag] = (json:gsub("\n", "")) end
   end
-  for key, value in pairs(entries) do
-    core.set_map(map, prefix .. key, value)
+  for key, body in pairs(pages) do
+    core.set_map(map, state .. "|" .. key, body)
   end
-  core.set_map(map, check.path, tostring(gen))
+  core.set_map(map, check.path, state)
   check.generation, check.published = gen, check.published or {}
-  check.published[gen] = entries
-  local old = gen - KEEP_GENERATIONS
-  if check.published[old] then
-    for key in pairs(check.published[old]) do
-      core.del_map(map, check.path .. "@" .. old .. "@" .. key)
+  check.published[gen] = { state = state, pages = pages }
+  local old = check.published[gen - KEEP_GENERATIONS]
+  if old then
+    for key in pairs(old.pages) do
+      core.del_map(map, old.state .. "|" .. key)
     end
-    check.published[old] = nil
+    check.published[gen - KEEP_GENERATIONS] = nil
   end
 end
 
