@@ -366,6 +366,12 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
     return {"catch_all": False, "overview_path": overview_path, "checks": out}
 
 
+def _page_bytes(check):
+    """An estimate of the largest page of a check, in bytes (PAGE_ROW_BYTES)."""
+    return PAGE_BASE_BYTES + sum(PAGE_ROW_BYTES + 2 * len(str(target["name"]).encode("utf-8"))
+                                 for target in check["targets"])
+
+
 def checktcp_bufsize(checktcp, wanted, headroom):
     """HAProxy's tune.bufsize for these checks (the output of checktcp_checks).
 
@@ -381,9 +387,7 @@ def checktcp_bufsize(checktcp, wanted, headroom):
             raise AnsibleFilterError("%s: must be unset or %s (got %s)"
                                      % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
         return size
-    largest = max([PAGE_BASE_BYTES + sum(PAGE_ROW_BYTES + 2 * len(str(target["name"]).encode("utf-8"))
-                                         for target in check["targets"])
-                   for check in checktcp["checks"] if check["mode"] == "cached"], default=0)
+    largest = max([_page_bytes(check) for check in checktcp["checks"] if check["mode"] == "cached"], default=0)
     needed = largest + int(headroom)
     return max(BUFSIZE_DEFAULT, -(-needed // BUFSIZE_STEP) * BUFSIZE_STEP)
 

@@ -122,6 +122,25 @@ def reasons(response):
     return re.findall(r"<tr><td>[^<]*</td><td[^>]*>[^<]*</td>.*?<td>([^<]*)</td></tr>", page)
 
 
+def native_answers(service):
+    """The 2xx answers of the single check's native backend: HAProxy's, without Lua."""
+    return int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+
+
+def wait_native_answers(service, within_s):
+    """Request until HAProxy answers without Lua. Lua answers until its estimate
+    of the wall clock is calibrated (up to 1 s after start: os.time() has whole
+    seconds only)."""
+    end = time.monotonic() + within_s
+    while True:
+        before = native_answers(service)
+        checked(service.request())
+        if native_answers(service) > before:
+            return
+        assert time.monotonic() < end, "no native answer within %.1f s:\n%s" % (within_s, service.log_text())
+        time.sleep(0.05)
+
+
 # ------------------------------------------- defect 1: one probe per target
 
 @pytest.mark.parametrize("behaviour, options, stage", [
@@ -204,11 +223,10 @@ def test_two_hundred_cached_targets_are_answered_without_lua(beds):
     targets, so HAProxy answers it from the state map, not the Lua service."""
     service = beds.many_cached
     wait_status(service, 200, 5)
-    # Lua answers until its estimate of the wall clock is calibrated (up to 1 s).
-    time.sleep(1.2)
-    before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+    wait_native_answers(service, 3)
+    before = native_answers(service)
     answers = [checked(service.request(path=path)) for path in ["/", "/?format=json"] * 5]
-    after = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+    after = native_answers(service)
 
     assert [response.status for response in answers] == [200] * 10
     assert min(len(response.body) for response in answers) > 16384
@@ -310,21 +328,12 @@ def test_native_cached_answers_are_counted(beds):
     service, fake = beds.counted, beds.fakes.counted
     fake.behave("echo")
     wait_status(service, 200, 3)
-    # Lua answers until its estimate of the wall clock is calibrated (up to 1 s
-    # after start: os.time() has whole seconds only); then HAProxy does.
-    end = time.monotonic() + 3
-    while True:
-        native_before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
-        checked(service.request())
-        if int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"]) > native_before:
-            break
-        assert time.monotonic() < end, "no native answer within 3 s:\n" + service.log_text()
-        time.sleep(0.05)
+    wait_native_answers(service, 3)
     before = requests_total(beds, "OK")
-    native_before = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+    native_before = native_answers(service)
     answers = [checked(service.request(path=path)) for path in ["/", "/?format=json"] * 25]
     after = requests_total(beds, "OK")
-    native_after = int(service.backend_stats("checktcp_native_checktcp")["hrsp_2xx"])
+    native_after = native_answers(service)
 
     assert [response.status for response in answers] == [200] * 50
     # Answered by HAProxy without Lua (the check's native backend), and counted.
