@@ -286,15 +286,20 @@ local function wait_for_demand(st)
   end
 end
 
+-- Wakes the requests waiting on st's check (3.2+): a push wakes every task
+-- that armed the queue's alarm; nobody needs the item itself.
 local function wake_waiters(st)
-  for waiter in pairs(st.waiters) do
-    waiter:push(true)
+  local done = st.check.done
+  if done then
+    done:push(true)
+    done:pop()
   end
 end
 
 local function finish_probe(st, result)
   result.seq = st.seq
   record(st, result)
+  st.check.round = st.check.round + 1
   st.probing_since, st.stage = nil, nil
   wake_waiters(st)
 end
@@ -335,8 +340,6 @@ local function new_target(check, check_index, target, index)
     seq = 0, wanted = 0, demanded_at = 0, result = nil,
     probing_since = nil, stage = nil,
     demand = HAS_QUEUE and core.queue() or nil,
-    -- requests waiting for this target (3.2+); weak, so an aborted request's queue goes
-    waiters = setmetatable({}, { __mode = "k" }),
     logged_reason = nil, logged_at = 0, probes = 0, failures = 0,
   }
   if not config.catch_all then
@@ -348,6 +351,8 @@ end
 for c, check in ipairs(config.checks) do
   check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
   check.answered = { OK = 0, KO = 0 }
+  check.round = 0   -- probes finished (see verdict)
+  check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
   check.native_backend = config.native_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
   check.states = {}
   for i, target in ipairs(check.targets) do
@@ -376,10 +381,6 @@ end
 -- Waits until decided or the deadline; a worker wakes the request (3.2+),
 -- else the request polls with back-off.
 local function await(check, wanted, deadline, all)
-  local waiter = HAS_ALARM and core.queue() or nil
-  if waiter then
-    for _, st in ipairs(check.states) do st.waiters[waiter] = true end
-  end
   local spin_until, pause = mono_ms() + WAIT_SPIN_MS, 1
   while not decided(check, wanted, true) do
     local now = mono_ms()
@@ -390,10 +391,11 @@ local function await(check, wanted, deadline, all)
       all = true
     end
     if now >= deadline then break end
-    if waiter then
-      waiter:alarm()
-      if waiter:size() == 0 then core.wait(deadline - now) end
-      while waiter:pop() do end
+    if check.done then
+      -- No probe can finish between the look above and this alarm: all Lua
+      -- runs under one lock and nothing here yields.
+      check.done:alarm()
+      core.wait(deadline - now)
     elseif now < spin_until then
       core.yield()
     else
@@ -401,22 +403,31 @@ local function await(check, wanted, deadline, all)
       pause = math.min(pause * 2, WAIT_BACKOFF_MAX_MS)
     end
   end
-  if waiter then
-    for _, st in ipairs(check.states) do st.waiters[waiter] = nil end
-  end
 end
 
--- The verdict of check from the probes wanted: { ok, up, rows, at, wall, key }.
+-- The verdict of check from the probes wanted: { ok, up, rows, at, wall, done }.
 -- It is as old as its oldest probe (at, monotonic) and dated by its newest
--- (wall); key names the probes it was made of, when all are done.
+-- (wall); done when every probe wanted is. Requests that share their probes
+-- share one verdict table (check.round counts finished probes), so its page
+-- is rendered once.
 local function verdict(check, wanted, now)
-  local rows, up, probes, oldest, newest = {}, 0, {}, now, nil
+  local done = true
+  for i, st in ipairs(check.states) do
+    local r = st.result
+    if r == nil or r.seq < wanted[i] then
+      done = false
+      break
+    end
+  end
+  if done and check.shared_round == check.round then
+    return check.shared
+  end
+  local rows, up, oldest, newest = {}, 0, now, nil
   for i, st in ipairs(check.states) do
     local r = st.result
     local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
     if r ~= nil and r.seq >= wanted[i] then
       row.ok, row.reason, row.ms, row.wall = r.ok, r.reason, r.ms, r.wall
-      probes[#probes + 1] = r.seq
       oldest, newest = math.min(oldest, r.finished), math.max(newest or r.wall, r.wall)
     elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
       row.pending, row.reason = true, "probe still running (policy already decided)"
@@ -431,8 +442,11 @@ local function verdict(check, wanted, now)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  return { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = newest or wall_ms(),
-           key = #probes == #rows and table.concat(probes, ",") or nil }
+  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = newest or wall_ms(), done = done }
+  if done then
+    check.shared, check.shared_round = v, check.round
+  end
+  return v
 end
 
 -- A live verdict for a request arriving now.
@@ -691,13 +705,14 @@ end)
 
 ----------------------------------------------------------------- services
 
-local function respond(applet, status, reason, ctype, body, headers)
+-- extra: one more header, { name, value }, or nil.
+local function respond(applet, status, reason, ctype, body, extra)
   applet:set_status(status, reason)
   applet:add_header("content-type", ctype)
   applet:add_header("content-length", tostring(#body))
   applet:add_header("cache-control", "no-store")
-  for name, value in pairs(headers or {}) do
-    applet:add_header(name, value)
+  if extra then
+    applet:add_header(extra[1], extra[2])
   end
   applet:start_response()
   if applet.method ~= "HEAD" then
@@ -728,12 +743,13 @@ local function shows_details(applet, check)
   return tonumber(allowed) == 1
 end
 
--- The page of a verdict, rendered once for all the requests that share its
--- probes (the last one rendered is kept per check).
+-- The page of a verdict, rendered once for all the requests that share it
+-- (the last one rendered is kept per check).
 local function check_page(check, v, json, details, refresh)
-  local key = v.key and table.concat({ v.key, tostring(json), tostring(details), tostring(refresh) }, "|")
-  if key ~= nil and check.page_key == key then
-    return check.page
+  local last = check.page
+  if v.done and last and last.verdict == v and last.json == json and last.details == details
+      and last.refresh == refresh then
+    return last.body
   end
   local body
   if json then
@@ -741,7 +757,7 @@ local function check_page(check, v, json, details, refresh)
   else
     body = render_check_html(check, v, details, refresh)
   end
-  check.page_key, check.page = key, body
+  check.page = { verdict = v, json = json, details = details, refresh = refresh, body = body }
   return body
 end
 
@@ -752,7 +768,7 @@ local function serve_check(applet, check, arrival)
   local json = wants_json(applet)
   local body = check_page(check, v, json, shows_details(applet, check), refresh_seconds(applet))
   respond(applet, v.ok and 200 or 503, word, json and "application/json" or "text/html; charset=utf-8", body,
-    { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) })
+    { "x-checktcp-age-ms", tostring(math.max(mono_ms() - v.at, 0)) })
 end
 
 local function serve_overview(applet, arrival)
@@ -787,7 +803,7 @@ end
 
 core.register_service("checktcp", "http", function(applet)
   if applet.method ~= "GET" and applet.method ~= "HEAD" then
-    respond(applet, 405, "Method Not Allowed", "text/plain", "method not allowed\n", { allow = "GET, HEAD" })
+    respond(applet, 405, "Method Not Allowed", "text/plain", "method not allowed\n", { "allow", "GET, HEAD" })
     return
   end
   local arrival = mono_ms()
