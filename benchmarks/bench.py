@@ -239,17 +239,20 @@ def page_facts(host, ip, path, check):
         return int(sh(["podman", "exec", container(host), "python3", "-c", NATIVE_ANSWERS,
                        f"checktcp_native_{check}"]).stdout)
     before = native()
-    size = len(page_bytes(ip, STATUS_PORT, path))
-    return size, native() > before
+    body = page_bytes(ip, STATUS_PORT, path) or die(f"{path} gave no 200 page")
+    return len(body), native() > before
 
 
 def page_bytes(ip, port, path):
+    """The body of a 200 answer to GET path, or None."""
     conn = http.client.HTTPConnection(ip, port, timeout=10)
     try:
         conn.request("GET", path)
-        return conn.getresponse().read()
+        resp = conn.getresponse()
+        body = resp.read()
+        return body if resp.status == 200 and body else None
     except OSError:
-        return b""
+        return None
     finally:
         conn.close()
 
@@ -257,16 +260,17 @@ def page_bytes(ip, port, path):
 def static_pages(host, ip):
     """Copy the /cached and /many pages into the files the static frontend answers
     with (`http-request return ... file`, read when HAProxy loads its config) and
-    reload HAProxy: the same bytes answered without Lua, a map or log-format."""
-    sizes = {}
+    reload HAProxy: the same body answered without Lua, a map or log-format."""
+    copies = {}
     for name in ("cached", "many"):
-        body = page_bytes(ip, STATUS_PORT, "/" + name)
+        body = page_bytes(ip, STATUS_PORT, "/" + name) or die(f"/{name} gave no 200 page to copy")
         subprocess.run(["podman", "exec", "-i", container(host), "sh", "-c", f"cat > {STATIC_DIR}/{name}.html"],
                        input=body, check=True)
-        sizes[name] = len(body)
+        copies[name] = body
     cexec(host, "systemctl reload haproxy")
+    # Each copy is dated, so answering it byte for byte shows the reload took it.
     deadline = time.monotonic() + 15
-    while any(len(page_bytes(ip, STATIC_PORT, "/" + n)) != size for n, size in sizes.items()):
+    while any(page_bytes(ip, STATIC_PORT, "/" + n) != body for n, body in copies.items()):
         if time.monotonic() > deadline:
             die(f"the static frontend of {container(host)} does not answer with the copied pages")
         time.sleep(0.2)

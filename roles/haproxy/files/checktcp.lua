@@ -407,9 +407,9 @@ end
 
 -- The verdict of check from the probes wanted: { ok, up, rows, at, wall, done }.
 -- It is as old as its oldest probe (at, monotonic) and dated by its newest
--- (wall); done when every probe wanted is. Requests that share their probes
--- share one verdict table (check.round counts finished probes), so its page
--- is rendered once.
+-- (wall); done when every probe wanted is. Until another probe of the check
+-- ends (check.round), every done verdict is the same table, so its page is
+-- rendered once.
 local function verdict(check, wanted, now)
   local done = true
   for i, st in ipairs(check.states) do
