@@ -411,14 +411,7 @@ end
 -- ends (check.round), every done verdict is the same table, so its page is
 -- rendered once.
 local function verdict(check, wanted, now)
-  local done = true
-  for i, st in ipairs(check.states) do
-    local r = st.result
-    if r == nil or r.seq < wanted[i] then
-      done = false
-      break
-    end
-  end
+  local done = decided(check, wanted, true)
   if done and check.shared_round == check.round then
     return check.shared
   end
@@ -705,14 +698,13 @@ end)
 
 ----------------------------------------------------------------- services
 
--- extra: one more header, { name, value }, or nil.
-local function respond(applet, status, reason, ctype, body, extra)
+local function respond(applet, status, reason, ctype, body, headers)
   applet:set_status(status, reason)
   applet:add_header("content-type", ctype)
   applet:add_header("content-length", tostring(#body))
   applet:add_header("cache-control", "no-store")
-  if extra then
-    applet:add_header(extra[1], extra[2])
+  for name, value in pairs(headers or {}) do
+    applet:add_header(name, value)
   end
   applet:start_response()
   if applet.method ~= "HEAD" then
@@ -768,7 +760,7 @@ local function serve_check(applet, check, arrival)
   local json = wants_json(applet)
   local body = check_page(check, v, json, shows_details(applet, check), refresh_seconds(applet))
   respond(applet, v.ok and 200 or 503, word, json and "application/json" or "text/html; charset=utf-8", body,
-    { "x-checktcp-age-ms", tostring(math.max(mono_ms() - v.at, 0)) })
+    { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) })
 end
 
 local function serve_overview(applet, arrival)
@@ -803,7 +795,7 @@ end
 
 core.register_service("checktcp", "http", function(applet)
   if applet.method ~= "GET" and applet.method ~= "HEAD" then
-    respond(applet, 405, "Method Not Allowed", "text/plain", "method not allowed\n", { "allow", "GET, HEAD" })
+    respond(applet, 405, "Method Not Allowed", "text/plain", "method not allowed\n", { allow = "GET, HEAD" })
     return
   end
   local arrival = mono_ms()
