@@ -457,8 +457,8 @@ def report(ctx):
             rows.append((version, figure, measured, goal, "—" if met is None else verdict(met)))
     out.append(table(("HAProxy", "figure", "measured", "goal", "met"), rows))
     out += ["", "## Every point", "",
-            "Each status point follows a native one (`http-request return`, no Lua) at the same "
-            "connection count; ×native is its req/s over that one. The silent check answers 503 by "
+            "Each group of points opens with a native one (`http-request return`, no Lua) at the same "
+            "connection count; ×native is a point's req/s over that one. The silent check answers 503 by "
             "design; elsewhere non-2xx are false 503s.", ""]
     labels = {"native": "native", "cached": "cached", "static": "cached page as a static file", "live": "live",
               "native-many": "native", "many": "200 targets, cached",
