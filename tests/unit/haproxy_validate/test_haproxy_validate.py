@@ -98,6 +98,8 @@ class HAProxy:
         subprocess.run([HAPROXY, "-W", "-D", "-S", str(self.master_socket), "-p", str(self.pidfile),
                         "-f", str(config)], check=True, env=dict(os.environ, **(env or {})),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        # The daemonized master writes its pid file after the command has returned.
+        self._wait(lambda: self.pidfile.exists() and self.pidfile.read_text().strip())
         self.pid = int(self.pidfile.read_text().split()[0])
         self._wait(self._answers)
 
