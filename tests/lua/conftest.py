@@ -368,6 +368,10 @@ class StatusService:
             "haproxy_config_dir": str(self.workdir / "etc"),
             "haproxy_stats_socket": str(self.workdir / "admin.sock"),
             "haproxy_status_bind": "%s:%d" % (LOOPBACK, self.port),
+            # A probe for every live request, as these tests switch a fake
+            # server's behaviour and look at once; test_review.py tests the
+            # role's default spacing.
+            "haproxy_checktcp_min_probe_interval_ms": 0,
         }
         self.variables.update(variables)
         self.config = self.workdir / "etc" / "haproxy.cfg"
