@@ -45,10 +45,13 @@ FALSE_WORDS = ("false", "no", "off", "n", "f", "0")
 PORT_RANGE = (1, 65535)
 TIMEOUT_MS_RANGE = (1, 60000)
 INTERVAL_MS_RANGE = (100, None)
+# Live mode: a target's probes start at least this far apart, whatever the request rate.
+MIN_PROBE_INTERVAL_MS_RANGE = (0, 60000)
 SKIP_LINES_RANGE = (0, 100)
 
 # The per-check settings, each defaulting to the single-check variable of the same name.
-SETTINGS = ("send", "expect", "skip_lines", "timeout_ms", "policy", "mode", "interval_ms", "details")
+SETTINGS = ("send", "expect", "skip_lines", "timeout_ms", "policy", "mode", "interval_ms", "details",
+            "min_probe_interval_ms")
 CHECK_KEYS = ("name", "path", "targets", "targets_group") + SETTINGS
 TARGET_KEYS = ("host", "port", "name")
 
@@ -186,6 +189,8 @@ def _settings(where, check, defaults):
     out["skip_lines"] = _int_setting(where, "skip_lines", *values["skip_lines"], bounds=SKIP_LINES_RANGE)
     out["timeout_ms"] = _int_setting(where, "timeout_ms", *values["timeout_ms"], bounds=TIMEOUT_MS_RANGE)
     out["interval_ms"] = _int_setting(where, "interval_ms", *values["interval_ms"], bounds=INTERVAL_MS_RANGE)
+    out["min_probe_interval_ms"] = _int_setting(where, "min_probe_interval_ms", *values["min_probe_interval_ms"],
+                                                bounds=MIN_PROBE_INTERVAL_MS_RANGE)
 
     given, mode = values["mode"]
     mode_word = str(mode).strip().lower() if isinstance(mode, str) else None

@@ -27,11 +27,11 @@ local WAIT_SPIN_MS = 2            -- a waiting request first yields without slee
 local WAIT_BACKOFF_MAX_MS = 16    -- then sleeps 1, 2, 4... ms, up to this
 local DECIDED_GRACE_MS = 20       -- once the policy is met, the other probes have this long
 local WORKER_SPIN_MS = 2          -- HAProxy 2.6: a worker yields without sleeping this long after a probe,
-local WORKER_HOT_MS = 1000        -- then polls every ms this long after a request,
-local WORKER_IDLE_POLL_MS = 50    -- then backs off up to this
+local WORKER_IDLE_POLL_MS = 50    -- then polls every 1, 2, 4... ms, up to this
 local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
 local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checked
 local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the clock stepped
+local CLOCK_COARSE_MS = 50        -- calibration: the first look for os.time()'s tick, every this often
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
 local KEEP_GENERATIONS = 2        -- published generations kept for requests still reading them
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
@@ -66,8 +66,16 @@ local function wall_ms()
   return mono_ms() + wall_offset_ms
 end
 
+-- Finds os.time()'s tick coarsely (every CLOCK_COARSE_MS), then waits for
+-- the next one, polling every ms only in the last CLOCK_COARSE_MS before it.
 local function calibrate_wall_clock()
   local second = os.time()
+  while os.time() == second do
+    core.msleep(CLOCK_COARSE_MS)
+  end
+  local next_tick = mono_ms() + 1000 - CLOCK_COARSE_MS
+  second = os.time()
+  core.msleep(math.max(next_tick - mono_ms(), 0))
   while os.time() == second do
     core.msleep(1)
   end
@@ -263,8 +271,9 @@ local function wait_for_demand(st)
   end
   -- HAProxy 2.6 cannot wake a task: poll. A cached check's worker sleeps
   -- until its check's next round; a live one does not sleep right after a
-  -- probe (the next request is often already there), then polls every ms
-  -- while requests come, then backs off.
+  -- probe (the next request is often already there), then backs off from
+  -- 1 ms to WORKER_IDLE_POLL_MS: a request to an idle check waits up to that
+  -- long for its probe to start, and an idle worker wakes 20 times a second.
   if st.check.mode == "cached" then
     while st.wanted <= st.seq do
       local now = mono_ms()
@@ -278,10 +287,8 @@ local function wait_for_demand(st)
     if now < spin_until then
       core.yield()
     else
-      if now - st.demanded_at > WORKER_HOT_MS then
-        pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
-      end
       core.msleep(pause)
+      pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
     end
   end
 end
@@ -312,14 +319,20 @@ local function worker_step(st)
 end
 
 -- Asks for a probe of st's target that no earlier request shares, unless
--- one is in flight (then it is shared); returns the probe number to await.
-local function demand_probe(st, now)
+-- one is in flight (then it is shared) or, with spacing_ms, one ended less
+-- than spacing_ms ago (then its result is reused: the probe rate of a target
+-- never follows the request rate). Returns the probe number to await.
+local function demand_probe(st, now, spacing_ms)
   if st.probing_since ~= nil then
     return st.seq
   end
+  local last = st.result
+  if spacing_ms and last ~= nil and now - last.finished < spacing_ms then
+    return last.seq
+  end
   local seq = st.seq + 1
   if st.wanted < seq then
-    st.wanted, st.demanded_at = seq, now
+    st.wanted = seq
     if st.demand then st.demand:push(true) end
   end
   return seq
@@ -337,7 +350,7 @@ local function new_target(check, check_index, target, index)
   }
   local st = {
     check = check, target = target, label = target.name,
-    seq = 0, wanted = 0, demanded_at = 0, result = nil,
+    seq = 0, wanted = 0, result = nil,
     probing_since = nil, stage = nil,
     demand = HAS_QUEUE and core.queue() or nil,
     logged_reason = nil, logged_at = 0, probes = 0, failures = 0,
@@ -392,10 +405,12 @@ local function await(check, wanted, deadline, all)
     end
     if now >= deadline then break end
     if check.done then
-      -- No probe can finish between the look above and this alarm: all Lua
-      -- runs under one lock and nothing here yields.
+      -- HAProxy may pause Lua between the look above and the alarm, and a
+      -- probe may end meanwhile: look again once the alarm is armed.
       check.done:alarm()
-      core.wait(deadline - now)
+      if not decided(check, wanted, true) then
+        core.wait(deadline - now)
+      end
     elseif now < spin_until then
       core.yield()
     else
@@ -405,29 +420,45 @@ local function await(check, wanted, deadline, all)
   end
 end
 
--- The verdict of check from the probes wanted: { ok, up, rows, at, wall, done }.
--- It is as old as its oldest probe (at, monotonic) and dated by its newest
--- (wall); done when every probe wanted is. Until another probe of the check
--- ends (check.round), every done verdict is the same table, so its page is
--- rendered once.
-local function verdict(check, wanted, now)
-  local done = decided(check, wanted, true)
-  if done and check.shared_round == check.round then
-    return check.shared
+-- Whether every row of verdict v comes from a probe at least as new as wanted.
+local function covers(v, wanted)
+  for i, row in ipairs(v.rows) do
+    if row.seq == nil or row.seq < wanted[i] then return false end
   end
-  local rows, up, oldest, newest = {}, 0, now, nil
+  return true
+end
+
+-- The verdict of check from the probes wanted: { ok, up, rows, at, wall,
+-- oldest_wall, done }. It is as old as its oldest probe (at, monotonic;
+-- oldest_wall) and dated by its newest (wall); done when every probe wanted
+-- is. Until another probe of the check ends (check.round), every done verdict
+-- is the same table, so its page is rendered once. HAProxy may pause Lua
+-- between any two statements (tune.lua.forced-yield) and a probe may end
+-- meanwhile: the round is read before the rows, and a shared verdict is
+-- reused only when each row's probe is one this request waits for or newer.
+local function verdict(check, wanted, now)
+  local round = check.round
+  local done = decided(check, wanted, true)
+  local shared = check.shared
+  if done and shared ~= nil and check.shared_round == round and covers(shared, wanted) then
+    return shared
+  end
+  local rows, up, oldest, newest, oldest_wall = {}, 0, now, nil, nil
   for i, st in ipairs(check.states) do
     local r = st.result
     local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
     if r ~= nil and r.seq >= wanted[i] then
-      row.ok, row.reason, row.ms, row.wall = r.ok, r.reason, r.ms, r.wall
+      row.ok, row.reason, row.ms, row.wall, row.seq = r.ok, r.reason, r.ms, r.wall, r.seq
       oldest, newest = math.min(oldest, r.finished), math.max(newest or r.wall, r.wall)
+      oldest_wall = math.min(oldest_wall or r.wall, r.wall)
     elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
       row.pending, row.reason = true, "probe still running (policy already decided)"
     elseif st.probing_since ~= nil then
-      row.reason = string.format("no verdict within %d ms: probe stuck in %s for %d ms",
-        check.timeout_ms + REQUEST_SLACK_MS, st.stage or "start", now - st.probing_since)
-      log_failure(st, row.reason, now - st.probing_since, now)
+      -- Logged without the elapsed time, so that waiting requests log it once.
+      local stuck = string.format("no verdict within %d ms: probe stuck in %s",
+        check.timeout_ms + REQUEST_SLACK_MS, st.stage or "start")
+      log_failure(st, stuck, now - st.probing_since, now)
+      row.reason = string.format("%s for %d ms", stuck, now - st.probing_since)
     else
       row.reason = string.format("no verdict within %d ms: probe not started", check.timeout_ms + REQUEST_SLACK_MS)
       log_failure(st, row.reason, 0, now)
@@ -435,9 +466,11 @@ local function verdict(check, wanted, now)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = newest or wall_ms(), done = done }
+  local wall = newest or wall_ms()
+  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = wall,
+              oldest_wall = oldest_wall or wall, done = done }
   if done then
-    check.shared, check.shared_round = v, check.round
+    check.shared, check.shared_round = v, round
   end
   return v
 end
@@ -446,7 +479,7 @@ end
 local function live_verdict(check, arrival)
   local wanted = {}
   for i, st in ipairs(check.states) do
-    wanted[i] = demand_probe(st, arrival)
+    wanted[i] = demand_probe(st, arrival, check.min_probe_interval_ms)
   end
   await(check, wanted, arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
   return verdict(check, wanted, mono_ms())
@@ -628,12 +661,14 @@ local function publish(check, v)
   local map = config.state_map
   local gen = (check.generation or 0) + 1
   local details = check.details and "1" or "0"
-  local state = table.concat({ v.ok and "200" or "503", v.wall, v.wall + check.stale_ms, details, gen,
+  -- Dated by its oldest probe, as the Lua path ages it (verdict()).
+  local state = table.concat({ v.ok and "200" or "503", v.oldest_wall, v.oldest_wall + check.stale_ms, details, gen,
                                check.native_backend }, "|")
   local pages = {}
   for _, flag in ipairs({ "1", "0" }) do
-    local html = render_check_html(check, v, flag == "1", nil)
-    local json = render_check_json(check, v, flag == "1")
+    -- A check's details: false wins over haproxy_status_details_allow.
+    local html = render_check_html(check, v, flag == "1" and check.details, nil)
+    local json = render_check_json(check, v, flag == "1" and check.details)
     -- Map values are one line; pages too large for HAProxy's buffer are left to Lua.
     if #html <= config.native_page_max then pages["html|" .. flag] = (html:gsub("\n", "")) end
     if #json <= config.native_page_max then pages["json|" .. flag] = (json:gsub("\n", "")) end
@@ -716,8 +751,11 @@ local function wants_json(applet)
   if applet.qs and applet.qs:find("format=json", 1, true) then
     return true
   end
-  local accept = applet.headers["accept"]
-  return accept ~= nil and accept[0] ~= nil and accept[0]:find("application/json", 1, true) ~= nil
+  -- Every Accept header, as haproxy.cfg's req.hdr(accept) reads them (indexed from 0).
+  for _, value in pairs(applet.headers["accept"] or {}) do
+    if value:find("application/json", 1, true) then return true end
+  end
+  return false
 end
 
 -- ?refresh=N, bounded; nil when absent or not a number.
@@ -727,12 +765,12 @@ local function refresh_seconds(applet)
   return math.max(REFRESH_MIN_S, math.min(REFRESH_MAX_S, value))
 end
 
--- Details for this client: haproxy.cfg sets txn.checktcp_details (1 or 0)
--- from haproxy_status_details_allow; else the check's own setting.
+-- Details for this client: only where the check shows them, and where
+-- haproxy.cfg did not set txn.checktcp_details to 0 (a client outside
+-- haproxy_status_details_allow).
 local function shows_details(applet, check)
   local allowed = applet:get_var("txn.checktcp_details")
-  if allowed == nil then return check.details end
-  return tonumber(allowed) == 1
+  return check.details and (allowed == nil or tonumber(allowed) == 1)
 end
 
 -- The page of a verdict, rendered once for all the requests that share it
@@ -769,7 +807,9 @@ local function serve_overview(applet, arrival)
   for _, check in ipairs(checks) do
     if check.mode == "live" then
       wanted[check] = {}
-      for i, st in ipairs(check.states) do wanted[check][i] = demand_probe(st, arrival) end
+      for i, st in ipairs(check.states) do
+        wanted[check][i] = demand_probe(st, arrival, check.min_probe_interval_ms)
+      end
     end
   end
   local verdicts, ok = {}, true
