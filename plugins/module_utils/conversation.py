@@ -397,7 +397,8 @@ class Outcome(object):
     closed, overlong, mismatch or error; ``lines``: the complete lines received by
     lines ops (line ends removed, decoded), also when it failed; ``line``: the
     index in ``lines`` of the line that failed or was awaited (None if none);
-    ``step``: the 1-based step that failed when known; ``stage``: what it was doing.
+    ``step``: the 1-based step that failed when known; ``stage``: what it was doing;
+    ``exception``: the network error of a connect or error failure.
     """
 
     def __init__(self):
@@ -408,6 +409,7 @@ class Outcome(object):
         self.line = None
         self.step = None
         self.stage = None
+        self.exception = None
         self.elapsed_ms = 0
 
 
@@ -515,6 +517,7 @@ def run_conversation(host, port, ops, timeout_s, tls=False, tls_verify=True, tls
         outcome.kind = 'tls'
         outcome.reason = _describe_tls_error(exc)
     except (OSError, ValueError) as exc:
+        outcome.exception = exc
         text = getattr(exc, 'strerror', None) or str(exc) or type(exc).__name__
         outcome.reason = '%s (%s)' % (text[:1].lower() + text[1:], outcome.stage)
     finally:
