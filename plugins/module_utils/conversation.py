@@ -152,8 +152,8 @@ def _control(text):
 def _user_regex(pattern, where):
     """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS); the first gate."""
     try:
+        re.compile(pattern.encode('utf-8'))  # first alone: positions in errors are the user's
         re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
-        re.compile(pattern.encode('utf-8'))
     except re.error as exc:
         raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
 
