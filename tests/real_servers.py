@@ -278,6 +278,15 @@ def closing_server():
     return _TinyServer(handle)
 
 
+def line_server(data):
+    """Writes ``data`` at once, then reads until the client closes (an overlong line, say)."""
+    def handle(conn):
+        conn.sendall(data)
+        while conn.recv(4096):
+            pass
+    return _TinyServer(handle)
+
+
 def missing_programs():
     """The programs these servers need that are not installed (empty when all are)."""
     wanted = ['redis-server', 'memcached', '/usr/sbin/sshd', '/usr/sbin/exim4', HOST_HAPROXY, 'openssl', 'ssh-keygen']
