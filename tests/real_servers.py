@@ -287,6 +287,24 @@ def line_server(data):
     return _TinyServer(handle)
 
 
+def trickle_server(trigger, reply, delay=0.05):
+    """Once ``trigger`` has arrived, writes ``reply`` a byte every ``delay`` seconds (a slow
+    link: a line arrives in pieces), then reads until the client closes."""
+    def handle(conn):
+        received = b''
+        while not received.endswith(trigger):
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            received += chunk
+        for index in range(len(reply)):
+            conn.sendall(reply[index:index + 1])
+            time.sleep(delay)
+        while conn.recv(4096):
+            pass
+    return _TinyServer(handle)
+
+
 def missing_programs():
     """The programs these servers need that are not installed (empty when all are)."""
     wanted = ['redis-server', 'memcached', '/usr/sbin/sshd', '/usr/sbin/exim4', HOST_HAPROXY, 'openssl', 'ssh-keygen']

@@ -71,7 +71,7 @@ PRESETS = {
     'echo': dict(
         description='The checktcp echo server: send a line, skip the header lines it writes, expect the line back.',
         steps=None,  # built from the check's send, expect and skip_lines
-        proved_by='checktcp_echo.py (roles/echo_server), Python 3.11',
+        proved_by='checktcp_echo.py (this collection\'s echo_server role)',
     ),
     'redis': dict(
         description='Redis: PING, the answer is +PONG.',
@@ -97,10 +97,22 @@ PRESETS = {
         description='An HTTP server: GET / with a Host header, the status is 2xx or 3xx.',
         steps=[{'send': 'GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n'},
                {'expect_regex': r'^HTTP/1\.[01] [23][0-9][0-9] '}],
-        proved_by='Python 3.11 http.server (Debian 12)',
+        proved_by='Python 3.11 http.server',
     ),
 }
-"""Each preset: a one-line description, its steps, and the server and version that proved it."""
+"""Each preset: a one-line description, its steps, and the server and version that proved it
+(tests/lua/test_tcp_check_rules.py with HAProxy 2.6, 3.0 and 3.2, and the module's tests)."""
+
+
+def preset_table():
+    """The presets as a Markdown table (name, steps, what it checks, proved with), for the docs."""
+    rows = ['| preset | steps | checks | proved with |', '|---|---|---|---|']
+    for name in sorted(PRESETS):
+        steps = preset_steps(name, host='{host}') if name == 'http' else preset_steps(name)
+        words = '<br>'.join('`%s`' % _words(*next(iter(step.items())), limit=None).replace('|', '\\|')
+                            for step in steps)
+        rows.append('| `%s` | %s | %s | %s |' % (name, words, PRESETS[name]['description'], PRESETS[name]['proved_by']))
+    return '\n'.join(rows) + '\n'
 
 
 class ConversationError(ValueError):
@@ -129,11 +141,11 @@ def preset_steps(preset, send='check', expect='check', skip_lines=1, host=None):
     return steps
 
 
-def _show(value):
-    """A value as it appears in reasons: JSON quoting, at most SHOW_LIMIT characters."""
+def _show(value, limit=SHOW_LIMIT):
+    """A value as it appears in reasons: JSON quoting, at most ``limit`` characters."""
     text = json.dumps(value)
-    if len(text) > SHOW_LIMIT:
-        text = text[:SHOW_LIMIT - 4] + '..."'
+    if limit and len(text) > limit:
+        text = text[:limit - 4] + '..."'
     return text
 
 
@@ -230,14 +242,14 @@ def _line_part(key, value):
     return '[^\\n]*\\n'
 
 
-def _words(key, value):
-    """A step in the user's words: ``expect "check"``, ``skip_lines 1``."""
+def _words(key, value, limit=SHOW_LIMIT):
+    """A step in the user's words: ``expect "check"``, ``skip_lines 1``; values cut at ``limit`` (None: whole)."""
     if key == 'skip_lines':
         return '%s %d' % (key, value)
     if key in ('expect', 'expect_regex'):  # no control characters: shown as written
         text = value.encode('ascii', 'backslashreplace').decode('ascii')
-        return '%s "%s"' % (key, text if len(text) <= SHOW_LIMIT else text[:SHOW_LIMIT - 3] + '...')
-    return '%s %s' % (key, _show(value))
+        return '%s "%s"' % (key, text if not limit or len(text) <= limit else text[:limit - 3] + '...')
+    return '%s %s' % (key, _show(value, limit))
 
 
 def _describe(items):

@@ -72,6 +72,11 @@ CASES = [
     case("dollar-before-lf", "redis", False, "L7RSP", WRONG_REPLY + 'step 2 expect_regex "^\\+PONG$"',
          steps=[{"send": "PING\r\n"}, {"expect_regex": "^\\+PONG$"}]),
     case("dollar-after-cr", "redis", True, "L7OK", steps=[{"send": "PING\r\n"}, {"expect_regex": "^\\+PONG\\r$"}]),
+    # Lines arriving a byte at a time: the first rule of a lines op waits for them.
+    case("trickled-lines", "trickle", True, "L7OK", steps=[{"send": "PING\r\n"}, {"expect": "+PONG"},
+                                                          {"expect_regex": "^done"}]),
+    case("trickled-lines-wrong", "trickle", False, "L7RSP", WRONG_REPLY + 'steps 2-3 expect "+PONG", expect "done"',
+         steps=[{"send": "PING\r\n"}, {"expect": "+PONG"}, {"expect": "done"}]),
     case("timeout-no-banner", "redis", False, "L7TOUT",
          "of tcp-check (expect regex) comment: 'step 1 expect_regex \"^SSH-2\\.0-\"'", preset="ssh"),
     case("timeout-silent", "silent", False, "L7TOUT", "comment: 'step 2 expect \"+PONG\"'", preset="redis"),
@@ -195,9 +200,10 @@ def services(tmp_path_factory, haproxy_available):
         tls=start(real.HAProxyFront(workdir, redis.port, crt=ca.server_pem)),
         proxy=start(real.HAProxyFront(workdir, redis.port, accept_proxy=True)),
         silent=real.silent_server(), closing=real.closing_server(), overlong=real.line_server(b"x" * 2000 + b"\n"),
+        trickle=real.trickle_server(b"PING\r\n", b"+PONG\r\ndone!\r\n"),
     )
     yield found
-    for server in started + [found["silent"], found["closing"], found["overlong"]]:
+    for server in started + [found[name] for name in ("silent", "closing", "overlong", "trickle")]:
         server.stop()
 
 

@@ -365,3 +365,12 @@ def test_proxy_header_comes_first(scripted, version, header):
         assert data == header + b'PING\r\n'
     else:
         assert header.fullmatch(data[:-len(b'PING\r\n')])
+
+
+def test_preset_table_shows_every_preset_whole():
+    table = c.preset_table()
+
+    assert table.splitlines()[0] == '| preset | steps | checks | proved with |'
+    assert len(table.splitlines()) == 2 + len(c.PRESETS)
+    assert '`send "GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n"`' in table
+    assert '| `redis` | `send "PING\\r\\n"`<br>`expect "+PONG"` | Redis: PING, the answer is +PONG. | redis-server' in table
