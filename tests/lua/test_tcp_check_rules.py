@@ -244,8 +244,8 @@ def _write_reasons(version, items, states):
     text = "| case | status | check_status | last_chk (HAProxy %s) |\n|---|---|---|---|\n" % version
     for item in items:
         row = states[item.name]
-        text += "| %s | %s | %s | %s |\n" % (item.name, row["status"], row["check_status"],
-                                            row.get("last_chk", "").replace("|", "\\|"))
+        reason = row.get("last_chk", "").replace("|", "\\|")
+        text += "| %s | %s | %s | %s |\n" % (item.name, row["status"], row["check_status"], reason)
     path.write_text(text)
 
 
