@@ -36,7 +36,9 @@ ECHO_SCRIPT = REPO / 'roles' / 'echo_server' / 'files' / 'checktcp_echo.py'
 HOST_HAPROXY = '/usr/sbin/haproxy'
 START_TIMEOUT = 15.0
 
-_HANDED_OUT = set()
+HANDED_OUT = set()
+"""Ports given out by free_port(); tests/lua shares its conftest's set (HAProxy binds with
+SO_REUSEPORT, so two of its instances could share a port without an error)."""
 
 
 def free_port():
@@ -45,8 +47,8 @@ def free_port():
         with socket.socket() as sock:
             sock.bind((LOOPBACK, 0))
             port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
             return port
 
 
@@ -230,7 +232,7 @@ class _TinyServer(object):
         self.listener.listen(64)
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        _HANDED_OUT.add(self.port)
+        HANDED_OUT.add(self.port)
         self.handle = handle
         self.running = True
         self.thread = threading.Thread(target=self._loop, daemon=True)

@@ -25,12 +25,14 @@ import time
 
 import pytest
 
-from conftest import REPO, haproxy_binary
+from conftest import HANDED_OUT, REPO, haproxy_binary
 
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 import conversation  # noqa: E402  pylint: disable=wrong-import-position
 import real_servers as real  # noqa: E402  pylint: disable=wrong-import-position
+
+real.HANDED_OUT = HANDED_OUT  # one set of ports handed out for every server of tests/lua
 
 CHECK_TIMEOUT_S = 2
 INTER_MS = 500
