@@ -53,9 +53,15 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # builds their image, haproxy runs the loopback Lua tests (faketime steps its
 # clock), wrk the benchmarks, and shellcheck lets ansible-test sanity check the
 # shell scripts.
+# The real servers of the conversation tests (tests/real_servers.py) run as
+# their own instances on free loopback ports: Debian's units are disabled after
+# the install so that none holds a default port.
+REAL_SERVER_PACKAGES=(redis-server memcached openssh-server exim4-daemon-light openssl)
+REAL_SERVER_UNITS=(redis-server memcached ssh exim4)
+
 ensure_system_packages() {
   local wanted=(podman runc debootstrap haproxy faketime curl git python3-venv wrk shellcheck
-                lua-check lua5.3 lua5.4 gcc libc6-dev) missing=() pkg
+                lua-check lua5.3 lua5.4 gcc libc6-dev "${REAL_SERVER_PACKAGES[@]}") missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
@@ -63,7 +69,11 @@ ensure_system_packages() {
   [[ $(id -u) -eq 0 ]] || die "run as root, or install: ${missing[*]}"
   log "installing system packages: ${missing[*]}"
   apt-get update -qq || return 1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || return 1
+  if [[ -d /run/systemd/system ]]; then
+    systemctl disable --now "${REAL_SERVER_UNITS[@]}" >/dev/null 2>&1 || true
+  fi
 }
 
 # The pinned tools in .venv, reinstalled only when requirements change. The

@@ -34,12 +34,19 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
+from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.conversation import (
+    MAX_LINE_BYTES,
+    conversation_ops,
+    default_sni,
+    run_conversation,
+)
+
 
 MAX_BODY = 64 * 1024
 """Bytes of the response body kept (and read) at most."""
 
-MAX_LINE = 8 * 1024
-"""Bytes one echo protocol line may have at most."""
+MAX_LINE = MAX_LINE_BYTES
+"""Bytes one received line may have before its LF (conversation.MAX_LINE_BYTES, the Lua service's limit)."""
 
 MAX_REDIRECTS = 10
 """Redirects followed at most (with follow_redirects)."""
@@ -527,106 +534,75 @@ class EchoResult(object):
                     reply=self.reply, error=self.error, elapsed_ms=self.elapsed_ms)
 
 
-class _LineReader(object):
-    """Read ``\\n`` terminated lines from a socket against an overall deadline."""
+class Conversation(object):
+    """What the direct check says to each target: a preset or steps (conversation.py), TLS, PROXY.
 
-    def __init__(self, sock, deadline, max_line=MAX_LINE):
-        self.sock = sock
-        self.deadline = deadline
-        self.max_line = max_line
-        self.buffer = b''
-        self.eof = False
+    ``echo`` conversations (the default) keep the echo protocol's words in their
+    reasons (the header line, the reply line); others name the step that failed.
+    """
 
-    def readline(self):
-        """Return the next line without ``\\n`` and one trailing ``\\r``.
+    def __init__(self, preset='echo', steps=None, send='check', expect='check', skip_lines=1, host=None,
+                 tls=False, tls_verify=True, tls_ca=None, tls_sni=None, proxy_protocol='none'):
+        self.ops = conversation_ops(preset, steps=steps, send=send, expect=expect, skip_lines=skip_lines, host=host)
+        self.echo = steps is None and preset == 'echo'
+        self.expect = expect
+        self.skip_lines = skip_lines
+        self.tls = dict(tls=tls, tls_verify=tls_verify, tls_ca=tls_ca, tls_sni=tls_sni)
+        self.proxy_protocol = proxy_protocol
 
-        Returns None at end of stream without data; a last unterminated line
-        is returned as is. Raises ``socket.timeout`` at the deadline and
-        ``ValueError`` for an overlong line.
-        """
-        while True:
-            pos = self.buffer.find(b'\n')
-            if pos >= 0:
-                line, self.buffer = self.buffer[:pos], self.buffer[pos + 1:]
-                return self._text(line)
-            if len(self.buffer) > self.max_line:
-                raise ValueError('line longer than %d bytes' % self.max_line)
-            if self.eof:
-                if self.buffer:
-                    line, self.buffer = self.buffer, b''
-                    return self._text(line)
-                return None
-            self.sock.settimeout(self.deadline.left())
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                self.eof = True
-            self.buffer += chunk
+    def check(self, host, port, timeout=1.0, name=None):
+        """Run the conversation with ``host:port``; an :class:`EchoResult`. Never raises for network errors."""
+        sni = default_sni(host, self.tls['tls_sni']) if self.tls['tls'] else None
 
-    @staticmethod
-    def _text(line):
-        if line.endswith(b'\r'):
-            line = line[:-1]
-        return line.decode('utf-8', 'replace')
+        def connect_to(host, port, seconds):
+            return connect(host, port, Deadline(seconds))
+
+        outcome = run_conversation(host, port, self.ops, timeout, tls=self.tls['tls'],
+                                   tls_verify=self.tls['tls_verify'], tls_ca=self.tls['tls_ca'], tls_sni=sni,
+                                   proxy_protocol=self.proxy_protocol, connect=connect_to)
+        result = EchoResult(ok=outcome.ok, host=host, port=port, name=name, elapsed_ms=outcome.elapsed_ms)
+        lines = outcome.lines
+        split = min(self.skip_lines, len(lines)) if self.echo else max(len(lines) - 1, 0)
+        result.header = '\n'.join(lines[:split]) if split else None
+        result.reply = lines[split] if len(lines) > split else None
+        if not outcome.ok:
+            result.error = self._echo_reason(outcome, host, port, timeout) if self.echo else outcome.reason
+        return result
+
+    def _stage(self, line):
+        if line is None:
+            return 'sending'
+        if line >= self.skip_lines:
+            return 'waiting for the reply line'
+        return 'waiting for the header line' if self.skip_lines == 1 else 'waiting for header line %d' % (line + 1)
+
+    def _echo_reason(self, outcome, host, port, timeout):
+        """The echo protocol's words for a failure (as before the conversation language)."""
+        stage = 'connecting' if outcome.kind == 'connect' else self._stage(outcome.line)
+        if outcome.kind == 'mismatch':
+            return 'expected reply %r, got %r' % (self.expect, outcome.lines[outcome.line])
+        if outcome.kind == 'timeout':
+            if outcome.stage.startswith('connecting'):
+                stage = 'connecting'
+            return 'timed out after %s s %s' % (_fmt_seconds(timeout), stage)
+        if outcome.kind == 'closed':
+            return 'connection closed by the echo server while %s' % stage
+        if outcome.kind == 'overlong':
+            return 'invalid answer while %s: line longer than %d bytes' % (stage, MAX_LINE)
+        if outcome.kind in ('connect', 'error') and outcome.exception is not None:
+            return '%s (%s %s:%s)' % (describe_exception(outcome.exception, timeout), stage, host, port)
+        return outcome.reason
 
 
 def echo_check(host, port, send='check', expect='check', skip_lines=1, timeout=1.0, name=None):
     """Speak the echo protocol with ``host:port`` and return an :class:`EchoResult`.
 
     Connects, sends ``send`` plus a newline, skips ``skip_lines`` header lines,
-    reads the next line and compares it with ``expect``. ``timeout`` bounds the
-    whole exchange, name resolution included, like HAProxy's probe. Never raises
-    for network errors.
+    reads the next line and compares it with ``expect`` (the echo preset of
+    conversation.py). ``timeout`` bounds the whole exchange, name resolution
+    included, like HAProxy's probe. Never raises for network errors.
     """
-    started = _now()
-    deadline = Deadline(timeout)
-    result = EchoResult(host=host, port=port, name=name)
-    progress = {'stage': 'connecting'}
-    sock = None
-    try:
-        sock = connect(host, port, deadline, progress)
-        progress['stage'] = 'sending'
-        sock.settimeout(deadline.left())
-        sock.sendall((send + '\n').encode('utf-8'))
-        reader = _LineReader(sock, deadline)
-        headers = []
-        for index in range(skip_lines):
-            stage = 'waiting for header line %d' % (index + 1) if skip_lines > 1 else 'waiting for the header line'
-            progress['stage'] = stage
-            line = reader.readline()
-            if line is None:
-                result.header = '\n'.join(headers) if headers else None
-                result.error = 'connection closed by the echo server while %s' % stage
-                return result
-            headers.append(line)
-        result.header = '\n'.join(headers) if headers else None
-        progress['stage'] = 'waiting for the reply line'
-        line = reader.readline()
-        if line is None:
-            result.error = 'connection closed by the echo server while %s' % progress['stage']
-            return result
-        result.reply = line
-        if line == expect:
-            result.ok = True
-        else:
-            result.error = 'expected reply %r, got %r' % (expect, line)
-        return result
-    except ValueError as exc:
-        result.error = 'invalid answer while %s: %s' % (progress['stage'], exc)
-        return result
-    except socket.timeout:
-        result.error = 'timed out after %s s %s' % (_fmt_seconds(timeout), progress['stage'])
-        return result
-    except Exception as exc:  # pylint: disable=broad-except
-        stage = 'connecting' if progress['stage'].startswith('resolving') else progress['stage']
-        result.error = '%s (%s %s:%s)' % (describe_exception(exc, timeout), stage, host, port)
-        return result
-    finally:
-        result.elapsed_ms = _ms(_now() - started)
-        if sock is not None:
-            try:
-                sock.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
+    return Conversation(send=send, expect=expect, skip_lines=skip_lines).check(host, port, timeout, name)
 
 
 class EchoVerdict(object):
@@ -667,18 +643,21 @@ def required_targets(policy, count):
                      % (count, policy))
 
 
-def check_targets(targets, required, send='check', expect='check', skip_lines=1, timeout=1.0):
+def check_targets(targets, required, send='check', expect='check', skip_lines=1, timeout=1.0, conversation=None):
     """Check every target (dicts with host, port and an optional name) side by side, as HAProxy does.
 
-    Returns an :class:`EchoVerdict`; the whole check takes about one ``timeout``
-    however many targets there are.
+    ``conversation`` (a :class:`Conversation`) is what to say; by default the echo
+    protocol with ``send``, ``expect`` and ``skip_lines``. Returns an
+    :class:`EchoVerdict`; the whole check takes about one ``timeout`` however many
+    targets there are.
     """
+    if conversation is None:
+        conversation = Conversation(send=send, expect=expect, skip_lines=skip_lines)
     started = _now()
     results = [None] * len(targets)
 
     def run(index, target):
-        results[index] = echo_check(target['host'], target['port'], send=send, expect=expect,
-                                    skip_lines=skip_lines, timeout=timeout, name=target.get('name'))
+        results[index] = conversation.check(target['host'], target['port'], timeout=timeout, name=target.get('name'))
 
     if len(targets) == 1:
         run(0, targets[0])
@@ -835,7 +814,12 @@ def describe_http(http):
 
 
 def describe_echo(echo, expect):
-    """What the echo server did (an :class:`EchoResult`), for messages."""
+    """What the echo server did (an :class:`EchoResult`), for messages; ``expect`` is None
+    for a conversation other than the echo protocol."""
+    if expect is None:
+        if echo.ok:
+            return 'conversation OK' + (' (last line %r)' % (echo.reply,) if echo.reply is not None else '')
+        return 'conversation failed: %s' % (echo.error,)
     if echo.error is None and echo.ok:
         return 'echo server answered %r' % (echo.reply,)
     if echo.reply is not None:

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: status_probe
-short_description: Probe an HTTP status endpoint, optionally cross-checked with the echo server
+short_description: Probe an HTTP status endpoint, optionally cross-checked with the checked service
 version_added: 1.0.0
 description:
   - Sends HTTP GET requests to O(url) until the answer has one of the expected status codes
@@ -23,6 +23,11 @@ description:
     header lines, expect the next line to be O(echo_expect)), judges the targets with
     O(echo_policy) as the status page does, and only succeeds when the page's verdict (status
     C(200) means OK, anything else KO) agrees with that direct check (RV(consistent)).
+  - The direct check speaks the echo protocol by default; O(preset) or O(steps) make it speak to
+    another service (Redis, memcached, SMTP, SSH, HTTP, or any line or byte conversation), over
+    TLS (O(tls)) and with a PROXY protocol header (O(proxy_protocol)), in the same language, with
+    the same line limit (1024 bytes) and regex semantics as the haproxy role's checks, so that
+    RV(consistent) means the same for Redis as for the echo server.
   - The direct check runs first, then the request. When they disagree the module tells a lie
     from a change of state. A verdict formed before the direct check began (its age comes from
     the page's C(x-checktcp-age-ms) header; a cached page's verdict may be up to
@@ -169,7 +174,7 @@ options:
     default: check
   echo_skip_lines:
     description:
-      - Number of header lines the echo server writes first, which are skipped.
+      - Number of header lines the echo server writes first, which are skipped (0 to 100).
     type: int
     default: 1
   echo_timeout_ms:
@@ -186,6 +191,63 @@ options:
       - The same as O(echo_timeout_ms), in seconds; kept for compatibility.
       - Mutually exclusive with O(echo_timeout_ms).
     type: float
+  preset:
+    description:
+      - The conversation of the direct check, as the haproxy role's C(preset) of a check.
+      - V(echo) - send O(echo_send), skip O(echo_skip_lines) lines, expect O(echo_expect).
+      - V(redis) - send C(PING), expect C(+PONG).
+      - V(memcached) - send C(version), expect a line matching C(^VERSION ).
+      - V(smtp) - expect a banner matching C(^220 ), then send C(QUIT).
+      - V(ssh) - expect an identification line matching C(^SSH-2\.0-).
+      - V(http) - send C(GET / HTTP/1.1) with a C(Host) header (O(tls_sni) when set, else the first
+        target's host), expect a status line with a 2xx or 3xx status.
+      - The default is V(echo). Mutually exclusive with O(steps).
+    type: str
+    choices: [echo, redis, memcached, smtp, ssh, http]
+  steps:
+    description:
+      - The conversation as a list of steps, instead of a preset; each step is a dict with exactly one key.
+      - C(send) - text sent as given (YAML escapes such as C(\r\n) work).
+      - C(send_hex) - bytes sent, as an even number of hex digits.
+      - C(expect) - the next line equals this text (its LF or CRLF removed).
+      - C(expect_regex) - the next line contains a match of this regular expression, in HAProxy's
+        PCRE syntax, checked here with Python's C(re) (keep to what both read alike). C(^) and C($)
+        are line anchors; C($) matches before the LF, so a CRLF line ends with C(\r$).
+      - C(expect_hex) - the next bytes equal these (hex digits); a reply is read as lines or as
+        bytes, not both, between two sends.
+      - C(skip_lines) - that many lines (0 to 100) are read and ignored.
+      - A line longer than 1024 bytes is KO. Mutually exclusive with O(preset).
+    type: list
+    elements: dict
+  tls:
+    description:
+      - Whether the direct check speaks TLS to the targets.
+    type: bool
+    default: false
+  tls_verify:
+    description:
+      - Whether the targets' certificates must verify against O(tls_ca); the name is verified too
+        when an SNI is sent (O(tls_sni), or the target's host when it is a name), as HAProxy does.
+    type: bool
+    default: true
+  tls_ca:
+    description:
+      - PEM file of the CAs the targets' certificates must chain to, on the host the module runs on.
+      - The default is the host's CA bundle, C(/etc/ssl/certs/ca-certificates.crt).
+    type: path
+  tls_sni:
+    description:
+      - The server name sent (SNI) and verified.
+      - The default is the target's host when it is a name; none for an IP address (then the
+        name is not verified).
+    type: str
+  proxy_protocol:
+    description:
+      - Opens each direct check with a PROXY protocol header of this version, as HAProxy's own
+        health checks do (V(v2) as a LOCAL command).
+    type: str
+    choices: [none, v1, v2]
+    default: none
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -241,6 +303,26 @@ EXAMPLES = r'''
 - name: Show both verdicts
   ansible.builtin.debug:
     msg: "status page {{ probe.status }}, echo server {{ 'OK' if probe.echo_ok else 'KO' }}, consistent {{ probe.consistent }}"
+
+- name: Check that the status page of a Redis check agrees with Redis itself, over TLS
+  checktcp.haproxy_lua.status_probe:
+    url: http://lb.example.com/
+    expect_status: [200, 503]
+    echo_host: redis.example.com
+    echo_port: 6380
+    preset: redis
+    tls: true
+    tls_ca: /etc/ssl/private-ca.pem
+
+- name: The same with steps of one's own
+  checktcp.haproxy_lua.status_probe:
+    url: http://lb.example.com/
+    expect_status: [200, 503]
+    echo_host: 10.0.0.21
+    echo_port: 6379
+    steps:
+      - send: "PING\r\n"
+      - expect_regex: '^\+PONG'
 
 - name: Judge a cached page over two echo servers with the page's own policy and timeout
   checktcp.haproxy_lua.status_probe:
@@ -330,12 +412,16 @@ echo_results:
   sample: [{"name": "echo1", "host": "10.0.0.11", "port": 8080, "ok": true, "header": "ECHO client=10.0.0.2:41234 server=10.0.0.11:8080",
             "reply": "check", "error": null, "elapsed_ms": 2}]
 echo_header:
-  description: The header line(s) the echo server wrote first (several are joined with newlines); V(null) with several targets.
+  description:
+    - The header line(s) the echo server wrote first (several are joined with newlines); V(null) with several targets.
+    - With another conversation (O(preset), O(steps)), every line received before the last one.
   returned: when the echo check is on
   type: str
   sample: "ECHO client=10.89.0.2:41234 server=10.89.0.3:8080"
 echo_reply:
-  description: The line the echo server answered after the header; V(null) when none came, and with several targets.
+  description:
+    - The line the echo server answered after the header; V(null) when none came, and with several targets.
+    - With another conversation (O(preset), O(steps)), the last line received.
   returned: when the echo check is on
   type: str
   sample: check
@@ -357,12 +443,15 @@ consistent:
   sample: true
 '''
 
+import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.conversation import ConversationError
 from ansible_collections.checktcp.haproxy_lua.plugins.module_utils.probe import (
     CREDENTIAL_HEADERS,
     MAX_BODY,
+    Conversation,
     attempt_once,
     basic_auth,
     body_snippet,
@@ -390,8 +479,25 @@ def _check_headers(module, option, secret):
                                  'use url_username and url_password, or secret_headers' % name)
 
 
+def _conversation(module, targets):
+    """The direct check's conversation from preset or steps, TLS and PROXY options; fails naming the option."""
+    params = module.params
+    if params['tls_ca'] is not None and not os.path.isfile(params['tls_ca']):
+        module.fail_json(msg='tls_ca: no such file %s' % params['tls_ca'])
+    if not 0 <= params['echo_skip_lines'] <= 100:
+        module.fail_json(msg='echo_skip_lines must be a number from 0 to 100, got %s' % params['echo_skip_lines'])
+    host = params['tls_sni'] or (targets[0]['host'] if targets else None)
+    try:
+        return Conversation(preset=params['preset'] or 'echo', steps=params['steps'], send=params['echo_send'],
+                            expect=params['echo_expect'], skip_lines=params['echo_skip_lines'], host=host,
+                            tls=params['tls'], tls_verify=params['tls_verify'], tls_ca=params['tls_ca'],
+                            tls_sni=params['tls_sni'], proxy_protocol=params['proxy_protocol'])
+    except ConversationError as exc:
+        module.fail_json(msg='%s: %s' % ('steps' if params['steps'] is not None else 'preset', exc))
+
+
 def _validate(module):
-    """Check every option before anything is sent; returns (body_pattern, targets, required, echo_timeout)."""
+    """Check every option before anything is sent; returns (body_pattern, targets, required, echo_timeout, conversation)."""
     params = module.params
     url = params['url']
     scheme, sep, rest = url.partition('://')
@@ -447,19 +553,22 @@ def _validate(module):
             module.fail_json(msg='echo_timeout_ms must be 1 or more, got %s' % params['echo_timeout_ms'])
         echo_timeout = params['echo_timeout_ms'] / 1000.0
 
+    conversation = _conversation(module, targets)
+
     body_pattern = None
     if params['expect_body'] is not None:
         try:
             body_pattern = re.compile(params['expect_body'])
         except re.error as exc:
             module.fail_json(msg='expect_body is not a valid regular expression: %s' % exc)
-    return body_pattern, targets, required, echo_timeout
+    return body_pattern, targets, required, echo_timeout, conversation
 
 
-def _echo_result(params, last):
+def _echo_result(params, last, conversation):
     """The echo part of the result, and its sentence for the message."""
     verdict = last.echo
     single = verdict.single
+    expect = params['echo_expect'] if conversation.echo else None
     result = dict(
         echo_ok=verdict.ok,
         echo_up=verdict.up,
@@ -473,9 +582,9 @@ def _echo_result(params, last):
     )
     if single:
         where = single.label if params['echo_targets'] else '%s:%s' % (single.host, single.port)
-        text = '; echo check on %s: %s' % (where, describe_echo(single, params['echo_expect']))
+        text = '; echo check on %s: %s' % (where, describe_echo(single, expect))
     else:
-        text = '; echo check: %s' % describe_targets(verdict, params['echo_expect'])
+        text = '; echo check: %s' % describe_targets(verdict, expect)
     if last.stale:
         text += (" (consistent: unknown, the page's verdict is %d ms old, formed before the direct check began; "
                  "the echo server may have changed state since, so that is not a lie)" % last.http.age_ms)
@@ -513,14 +622,21 @@ def main():
             echo_skip_lines=dict(type='int', default=1),
             echo_timeout_ms=dict(type='int', default=1000),
             echo_timeout=dict(type='float'),
+            preset=dict(type='str', choices=['echo', 'redis', 'memcached', 'smtp', 'ssh', 'http']),
+            steps=dict(type='list', elements='dict'),
+            tls=dict(type='bool', default=False),
+            tls_verify=dict(type='bool', default=True),
+            tls_ca=dict(type='path'),
+            tls_sni=dict(type='str'),
+            proxy_protocol=dict(type='str', choices=['none', 'v1', 'v2'], default='none'),
         ),
         required_together=[('echo_host', 'echo_port'), ('url_username', 'url_password')],
         mutually_exclusive=[('echo_host', 'echo_targets'), ('echo_port', 'echo_targets'),
-                            ('echo_timeout', 'echo_timeout_ms')],
+                            ('echo_timeout', 'echo_timeout_ms'), ('preset', 'steps')],
         supports_check_mode=True,
     )
     params = module.params
-    body_pattern, targets, required, echo_timeout = _validate(module)
+    body_pattern, targets, required, echo_timeout, conversation = _validate(module)
     expect_status = params['expect_status']
     credentials = dict((str(k), str(v)) for k, v in (params['secret_headers'] or {}).items())
     if params['url_username'] is not None:
@@ -532,8 +648,7 @@ def main():
                         follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'])
 
     def check():
-        return check_targets(targets, required, send=params['echo_send'], expect=params['echo_expect'],
-                             skip_lines=params['echo_skip_lines'], timeout=echo_timeout)
+        return check_targets(targets, required, timeout=echo_timeout, conversation=conversation)
 
     outcome = poll(lambda: attempt_once(get, check if targets else None, expect_status, body_pattern),
                    wait=params['wait'], interval=params['interval'])
@@ -553,7 +668,7 @@ def main():
     )
     echo_text = ''
     if targets:
-        echo_result, echo_text = _echo_result(params, last)
+        echo_result, echo_text = _echo_result(params, last, conversation)
         result.update(echo_result)
 
     spent = describe_attempts(outcome.attempts, outcome.elapsed_ms)

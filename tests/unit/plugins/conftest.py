@@ -111,7 +111,7 @@ def https_server(http_server, tls_context):
 
 @pytest.fixture
 def echo_server():
-    """Factory: ``echo_server(mode)`` with mode ok, crlf, wrong, silent, close, reset, long,
+    """Factory: ``echo_server(mode)`` with mode ok, crlf, wrong, silent, close, reset, long, wide (a 2000-byte header line),
     slow (answers after 1.5 s) or flip (the first connection is closed at once, later ones answer); returns (host, port)."""
     servers = []
 

@@ -101,7 +101,10 @@ class EchoHandler(socketserver.BaseRequestHandler):
                     pass
                 return
             eol = b'\r\n' if mode == 'crlf' else b'\n'
-            sock.sendall(('ECHO client=%s server=%s' % (client, local)).encode() + eol)
+            header = ('ECHO client=%s server=%s' % (client, local)).encode()
+            if mode == 'wide':  # a 2000-byte header line, then a normal echo
+                header = header.ljust(2000, b'x')
+            sock.sendall(header + eol)
             buffer = b''
             while True:
                 chunk = sock.recv(4096)

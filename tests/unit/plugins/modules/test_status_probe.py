@@ -247,6 +247,19 @@ def test_echo_failures(run_module, http_server, echo_server, echo_mode, error_pa
     assert result['consistent'] is True
 
 
+def test_header_line_over_the_service_limit_is_ko(run_module, http_server, echo_server):
+    """Issue 18 item 7: a 2000-byte header line is KO for HAProxy's Lua (1024 bytes), so for the module too."""
+    server = http_server(constant(503))
+    host, port = echo_server('wide')
+
+    rc, result = run_module(status_probe, dict(url=server.url, expect_status=503, echo_host=host, echo_port=port))
+
+    assert rc == 0, result['msg']
+    assert result['echo_ok'] is False
+    assert result['echo_error'] == 'invalid answer while waiting for the header line: line longer than 1024 bytes'
+    assert result['consistent'] is True
+
+
 def test_echo_options(run_module, http_server, echo_server):
     server = http_server(constant(200))
     host, port = echo_server('ok')
