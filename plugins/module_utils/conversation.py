@@ -43,6 +43,7 @@ import socket
 import ssl
 import struct
 import time
+import warnings
 
 MAX_LINE_BYTES = 1024
 """Bytes a received line may have before its LF (CR included); a longer line is KO."""
@@ -162,12 +163,22 @@ def _control(text):
 
 
 def _user_regex(pattern, where):
-    """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS); the first gate."""
-    try:
-        re.compile(pattern.encode('utf-8'))  # first alone: positions in errors are the user's
-        re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
-    except re.error as exc:
-        raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
+    """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS): the first
+    gate (HAProxy's ``haproxy -c`` is the last). A pattern Python reads otherwise than PCRE where
+    Python warns (a POSIX class such as [[:digit:]]) is refused too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        try:
+            re.compile(pattern.encode('utf-8'))  # first alone: positions in errors are the user's
+        except re.error as exc:
+            raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
+        except FutureWarning as exc:
+            raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s' % (where, exc))
+        try:
+            re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
+        except re.error as exc:
+            raise ConversationError('%s cannot be part of a line: %s (a flag such as (?i) applies to a group: '
+                                    'write (?i:...))' % (where, exc.msg))
 
 
 def validate_steps(steps):

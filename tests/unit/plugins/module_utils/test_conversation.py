@@ -171,10 +171,19 @@ def test_line_regex_semantics(steps, data, match):
     assert _lines_match(steps, data) is match
 
 
-def test_global_flag_mid_pattern_is_refused():
+@pytest.mark.parametrize('pattern, message', [
+    pytest.param('a(?i)b', 'step 1 (expect_regex) is not a valid regular expression: global flags not at the start '
+                           'of the expression at position 1', id='flag-mid-pattern'),
+    pytest.param('(?i)pong', 'step 1 (expect_regex) cannot be part of a line: global flags not at the start of the '
+                             'expression (a flag such as (?i) applies to a group: write (?i:...))',
+                 id='global-flag'),
+    pytest.param('^[[:digit:]]', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: Possible '
+                                 'nested set at position 2', id='posix-class'),
+])
+def test_regexes_read_differently_are_refused(pattern, message):
     with pytest.raises(c.ConversationError) as raised:
-        c.compile_ops([{'expect_regex': 'a(?i)b'}])
-    assert 'global flags not at the start of the expression' in str(raised.value)
+        c.compile_ops([{'expect_regex': pattern}])
+    assert str(raised.value) == message
 
 
 # ------------------------------------------------------------------ HAProxy words
