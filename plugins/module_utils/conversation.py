@@ -21,9 +21,9 @@ Ops (dicts, in order):
   wait until K complete lines (each at most MAX_LINE_BYTES before its LF) have
   arrived since the last send; then the bytes since the last send must match
   R (a regex searched from the start: it begins with ``\\A``), else KO.
-  ``parts`` holds one dict per line (``step``, ``key``, ``regex``: that line's
-  own regex, under the same flags) so that an evaluator can say which step
-  failed.
+  ``parts`` holds one dict per line (``step``: the 1-based step it belongs to,
+  ``key``, ``words``: the step in the user's words, ``regex``: that line's own
+  regex, under the same flags) so that an evaluator can say which step failed.
 - ``{"op": "bytes", "count": n, "regex": H, "what": ...}``: wait for n bytes
   since the last send; then HAProxy's hex dump of them (upper case) must match
   H (``^`` and the expected bytes in upper case hex), else KO.
