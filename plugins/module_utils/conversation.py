@@ -206,6 +206,11 @@ def validate_steps(steps):
                 raise ConversationError('%s must be a number from 0 to %d, got %s' % (where, MAX_SKIP_LINES, _show(value)))
         elif not isinstance(value, str):
             raise ConversationError('%s must be a string (quote it in YAML), got %s' % (where, _show(value)))
+        else:
+            try:
+                value.encode('utf-8')
+            except UnicodeEncodeError as exc:
+                raise ConversationError('%s cannot be written as UTF-8: %s' % (where, exc.reason))
         if key == 'send' and value == '':
             raise ConversationError('%s must not be empty' % where)
         if key in ('send_hex', 'expect_hex'):

@@ -70,6 +70,8 @@ def test_preset_refused(preset, host, message):
     pytest.param([{'send': ''}], 'step 1 (send) must not be empty', id='empty-send'),
     pytest.param([{'send': 5}], 'step 1 (send) must be a string (quote it in YAML), got 5', id='send-number'),
     pytest.param([{'expect': 220}], 'step 1 (expect) must be a string (quote it in YAML), got 220', id='expect-number'),
+    pytest.param([{'send': 'a\ud800'}], 'step 1 (send) cannot be written as UTF-8: surrogates not allowed',
+                 id='lone-surrogate'),
     pytest.param([{'send_hex': 'abc'}], 'step 1 (send_hex) must be an even number of hex digits (0-9, a-f), '
                                         'got "abc"', id='odd-hex'),
     pytest.param([{'send': 'x'}, {'expect_hex': 'zz'}], 'step 2 (expect_hex) must be an even number of hex digits '
