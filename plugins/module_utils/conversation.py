@@ -21,9 +21,9 @@ Ops (dicts, in order):
   wait until K complete lines (each at most MAX_LINE_BYTES before its LF) have
   arrived since the last send; then the bytes since the last send must match
   R (a regex searched from the start: it begins with ``\\A``), else KO.
-  ``parts`` holds one dict per line (``step``, ``key``, ``regex``: that line's
-  own regex, under the same flags) so that an evaluator can say which step
-  failed.
+  ``parts`` holds one dict per line (``step``: the 1-based step it belongs to,
+  ``key``, ``words``: the step in the user's words, ``regex``: that line's own
+  regex, under the same flags) so that an evaluator can say which step failed.
 - ``{"op": "bytes", "count": n, "regex": H, "what": ...}``: wait for n bytes
   since the last send; then HAProxy's hex dump of them (upper case) must match
   H (``^`` and the expected bytes in upper case hex), else KO.
@@ -43,6 +43,7 @@ import socket
 import ssl
 import struct
 import time
+import warnings
 
 MAX_LINE_BYTES = 1024
 """Bytes a received line may have before its LF (CR included); a longer line is KO."""
@@ -162,12 +163,22 @@ def _control(text):
 
 
 def _user_regex(pattern, where):
-    """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS); the first gate."""
-    try:
-        re.compile(pattern.encode('utf-8'))  # first alone: positions in errors are the user's
-        re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
-    except re.error as exc:
-        raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
+    """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS): the first
+    gate (HAProxy's ``haproxy -c`` is the last). A pattern Python reads otherwise than PCRE where
+    Python warns (a POSIX class such as [[:digit:]]) is refused too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        try:
+            re.compile(pattern.encode('utf-8'))  # first alone: positions in errors are the user's
+        except re.error as exc:
+            raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
+        except FutureWarning as exc:
+            raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s' % (where, exc))
+        try:
+            re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
+        except re.error as exc:
+            raise ConversationError('%s cannot be part of a line: %s (a flag such as (?i) applies to a group: '
+                                    'write (?i:...))' % (where, exc.msg))
 
 
 def validate_steps(steps):
@@ -195,6 +206,11 @@ def validate_steps(steps):
                 raise ConversationError('%s must be a number from 0 to %d, got %s' % (where, MAX_SKIP_LINES, _show(value)))
         elif not isinstance(value, str):
             raise ConversationError('%s must be a string (quote it in YAML), got %s' % (where, _show(value)))
+        else:
+            try:
+                value.encode('utf-8')
+            except UnicodeEncodeError as exc:
+                raise ConversationError('%s cannot be written as UTF-8: %s' % (where, exc.reason))
         if key == 'send' and value == '':
             raise ConversationError('%s must not be empty' % where)
         if key in ('send_hex', 'expect_hex'):

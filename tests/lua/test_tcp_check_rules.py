@@ -75,8 +75,8 @@ CASES = [
          steps=[{"send": "PING\r\n"}, {"expect_regex": "^\\+PONG$"}]),
     case("dollar-after-cr", "redis", True, "L7OK", steps=[{"send": "PING\r\n"}, {"expect_regex": "^\\+PONG\\r$"}]),
     # Lines arriving a byte at a time: the first rule of a lines op waits for them.
-    case("trickled-lines", "trickle", True, "L7OK", steps=[{"send": "PING\r\n"}, {"expect": "+PONG"},
-                                                          {"expect_regex": "^done"}]),
+    case("trickled-lines", "trickle", True, "L7OK",
+         steps=[{"send": "PING\r\n"}, {"expect": "+PONG"}, {"expect_regex": "^done"}]),
     case("trickled-lines-wrong", "trickle", False, "L7RSP", WRONG_REPLY + 'steps 2-3 expect "+PONG", expect "done"',
          steps=[{"send": "PING\r\n"}, {"expect": "+PONG"}, {"expect": "done"}]),
     case("timeout-no-banner", "redis", False, "L7TOUT",

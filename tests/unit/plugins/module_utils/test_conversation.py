@@ -70,6 +70,8 @@ def test_preset_refused(preset, host, message):
     pytest.param([{'send': ''}], 'step 1 (send) must not be empty', id='empty-send'),
     pytest.param([{'send': 5}], 'step 1 (send) must be a string (quote it in YAML), got 5', id='send-number'),
     pytest.param([{'expect': 220}], 'step 1 (expect) must be a string (quote it in YAML), got 220', id='expect-number'),
+    pytest.param([{'send': 'a\ud800'}], 'step 1 (send) cannot be written as UTF-8: surrogates not allowed',
+                 id='lone-surrogate'),
     pytest.param([{'send_hex': 'abc'}], 'step 1 (send_hex) must be an even number of hex digits (0-9, a-f), '
                                         'got "abc"', id='odd-hex'),
     pytest.param([{'send': 'x'}, {'expect_hex': 'zz'}], 'step 2 (expect_hex) must be an even number of hex digits '
@@ -171,10 +173,19 @@ def test_line_regex_semantics(steps, data, match):
     assert _lines_match(steps, data) is match
 
 
-def test_global_flag_mid_pattern_is_refused():
+@pytest.mark.parametrize('pattern, message', [
+    pytest.param('a(?i)b', 'step 1 (expect_regex) is not a valid regular expression: global flags not at the start '
+                           'of the expression at position 1', id='flag-mid-pattern'),
+    pytest.param('(?i)pong', 'step 1 (expect_regex) cannot be part of a line: global flags not at the start of the '
+                             'expression (a flag such as (?i) applies to a group: write (?i:...))',
+                 id='global-flag'),
+    pytest.param('^[[:digit:]]', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: Possible '
+                                 'nested set at position 2', id='posix-class'),
+])
+def test_regexes_read_differently_are_refused(pattern, message):
     with pytest.raises(c.ConversationError) as raised:
-        c.compile_ops([{'expect_regex': 'a(?i)b'}])
-    assert 'global flags not at the start of the expression' in str(raised.value)
+        c.compile_ops([{'expect_regex': pattern}])
+    assert str(raised.value) == message
 
 
 # ------------------------------------------------------------------ HAProxy words
