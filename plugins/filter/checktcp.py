@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError, AnsibleUndefinedVariable
 
+from ansible_collections.checktcp.haproxy_lua.plugins.module_utils import conversation
+
 CHECKS_VAR = "haproxy_checktcp_checks"
 OVERVIEW_VAR = "haproxy_checktcp_overview_path"
 SINGLE_PREFIX = "haproxy_checktcp_"
@@ -47,11 +49,15 @@ TIMEOUT_MS_RANGE = (1, 60000)
 INTERVAL_MS_RANGE = (100, None)
 # Live mode: a target's probes start at least this far apart, whatever the request rate.
 MIN_PROBE_INTERVAL_MS_RANGE = (0, 60000)
-SKIP_LINES_RANGE = (0, 100)
+SKIP_LINES_RANGE = (0, conversation.MAX_SKIP_LINES)
+# Consecutive checks that change a target's state (cached mode, HAProxy's rise and fall).
+RISE_FALL_RANGE = (1, 100)
+SNI_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
 
 # The per-check settings, each defaulting to the single-check variable of the same name.
 SETTINGS = ("send", "expect", "skip_lines", "timeout_ms", "policy", "mode", "interval_ms", "details",
-            "min_probe_interval_ms")
+            "min_probe_interval_ms", "preset", "steps", "tls", "tls_verify", "tls_ca", "tls_sni",
+            "proxy_protocol", "rise", "fall")
 CHECK_KEYS = ("name", "path", "targets", "targets_group") + SETTINGS
 TARGET_KEYS = ("host", "port", "name")
 
@@ -198,11 +204,61 @@ def _settings(where, check, defaults):
         where.fail("mode", given, "must be one of %s" % ", ".join(MODES), mode)
     out["mode"] = mode_word
 
-    given, details = values["details"]
-    out["details"] = _to_bool(details)
-    if out["details"] is None:
-        where.fail("details", given, "must be a boolean", details)
+    for key in ("details", "tls", "tls_verify"):
+        given, value = values[key]
+        out[key] = _to_bool(value)
+        if out[key] is None:
+            where.fail(key, given, "must be a boolean", value)
+    for key in ("rise", "fall"):
+        out[key] = _int_setting(where, key, *values[key], bounds=RISE_FALL_RANGE)
+
+    given, preset = values["preset"]
+    if not isinstance(preset, str) or preset not in conversation.PRESETS:
+        where.fail("preset", given, "must be one of %s" % ", ".join(sorted(conversation.PRESETS)), preset)
+    out["preset"] = str(preset)
+    given, steps = values["steps"]
+    if steps is not None:
+        try:
+            steps = conversation.validate_steps(_plain(steps))
+        except conversation.ConversationError as exc:
+            where.fail("steps", given, str(exc), steps)
+    out["steps"] = steps
+    given, proxy = values["proxy_protocol"]
+    if proxy not in conversation.PROXY_PROTOCOLS:
+        where.fail("proxy_protocol", given, "must be one of %s" % ", ".join(conversation.PROXY_PROTOCOLS), proxy)
+    out["proxy_protocol"] = str(proxy)
+    given, sni = values["tls_sni"]
+    if sni is not None and (not isinstance(sni, str) or not SNI_RE.match(sni)):
+        where.fail("tls_sni", given, "must be unset or a host name (letters, digits, dots and hyphens)", sni)
+    out["tls_sni"] = None if sni is None else str(sni)
+    given, ca = values["tls_ca"]
+    if ca is not None and (not isinstance(ca, str) or not ca.strip() or CONTROL_RE.search(ca)):
+        where.fail("tls_ca", given, "must be unset or the path of a PEM file on the controller", ca)
+    out["tls_ca"] = None if ca is None else str(ca)
+    out["tls_ca_variable"] = where.setting("tls_ca", given)
     return out, values["policy"]
+
+
+def _conversation(where, check, ca_dir):
+    """The check's ops (what both engines run) and each target's server line words, from its settings."""
+    targets = check["targets"]
+    host = check["tls_sni"] or targets[0]["host"]
+    try:
+        check["ops"] = conversation.conversation_ops(
+            check["preset"], check["steps"], send=check["send"], expect=check["expect"],
+            skip_lines=check["skip_lines"], host=host)
+    except conversation.ConversationError as exc:
+        where.fail("steps" if check["steps"] is not None else "preset", True, str(exc),
+                   check["steps"] if check["steps"] is not None else check["preset"])
+    # The CA file is copied to the HAProxy host, named after its check.
+    check["tls_ca_file"] = None
+    if check["tls_ca"] is not None:
+        check["tls_ca_file"] = "%s/checktcp-ca-%s.pem" % (ca_dir, check["name"])
+    for target in targets:
+        target["server_words"] = conversation.server_words(
+            check["tls"], check["tls_verify"], check["tls_ca_file"],
+            conversation.default_sni(target["host"], check["tls_sni"]), check["proxy_protocol"])
+    return check
 
 
 def _policy(where, given, policy, count):
@@ -321,7 +377,8 @@ def _path_problem(path):
 
 # ------------------------------------------------------------------ filters
 
-def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, overview_path="/"):
+def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, overview_path="/",
+                    ca_dir="/etc/haproxy/ssl"):
     """Expand and validate the haproxy role's checks.
 
     checks: haproxy_checktcp_checks (a list of dicts; empty or None: one check from
@@ -344,9 +401,11 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
         raise AnsibleFilterError("%s: %s (got %s)" % (OVERVIEW_VAR, problem, _shown(overview_path)))
     overview_path = str(overview_path)
 
+    common = {"overview_path": overview_path, "max_line_bytes": conversation.MAX_LINE_BYTES,
+              "line_regex_flags": conversation.LINE_REGEX_FLAGS}
     if checks is None or (isinstance(checks, (list, tuple)) and not checks):
-        return {"catch_all": True, "overview_path": overview_path,
-                "checks": [_single_check(defaults, groups, hostvars, inventory_hostname)]}
+        return dict(common, catch_all=True,
+                    checks=[_single_check(defaults, groups, hostvars, inventory_hostname, ca_dir)])
     if isinstance(checks, str) or not isinstance(checks, (list, tuple)):
         raise AnsibleFilterError("%s: must be a list of checks (dicts); with -e pass it as JSON or YAML, "
                                  "not key=value (got %s)" % (CHECKS_VAR, _shown(checks)))
@@ -355,7 +414,7 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
     names = {}
     paths = {}
     for index, check in enumerate(checks):
-        out.append(_named_check(index, check, defaults, groups, hostvars, inventory_hostname))
+        out.append(_named_check(index, check, defaults, groups, hostvars, inventory_hostname, ca_dir))
         name, path = out[-1]["name"], out[-1]["path"]
         if name in names:
             raise AnsibleFilterError("%s: checks %d and %d have the same name %s; names must be unique"
@@ -368,7 +427,7 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
                                      % (CHECKS_VAR, index, _shown(name), _shown(path), OVERVIEW_VAR))
         names[name] = index
         paths[path] = index
-    return {"catch_all": False, "overview_path": overview_path, "checks": out}
+    return dict(common, catch_all=False, checks=out)
 
 
 def _page_bytes(check):
@@ -397,7 +456,7 @@ def checktcp_bufsize(checktcp, wanted, headroom):
     return max(BUFSIZE_DEFAULT, -(-needed // BUFSIZE_STEP) * BUFSIZE_STEP)
 
 
-def _single_check(defaults, groups, hostvars, inventory_hostname):
+def _single_check(defaults, groups, hostvars, inventory_hostname, ca_dir):
     where = _Where()
     settings, policy = _settings(where, None, defaults)
     targets = defaults.get("targets")
@@ -414,10 +473,11 @@ def _single_check(defaults, groups, hostvars, inventory_hostname):
         if not expanded:
             expanded = [_target(label, 0, FALLBACK_TARGET, _repr_target)]
     word, required = _policy(where, "policy" in defaults, policy[1], len(expanded))
-    return dict(settings, name=SINGLE_NAME, path=SINGLE_PATH, targets=expanded, policy=word, required=required)
+    return _conversation(where, dict(settings, name=SINGLE_NAME, path=SINGLE_PATH, targets=expanded, policy=word,
+                                     required=required), ca_dir)
 
 
-def _named_check(index, check, defaults, groups, hostvars, inventory_hostname):
+def _named_check(index, check, defaults, groups, hostvars, inventory_hostname, ca_dir):
     entry = "%s[%d]" % (CHECKS_VAR, index)
     if not isinstance(check, Mapping):
         raise AnsibleFilterError("%s: must be a dict with at least name and targets or targets_group (got %s)"
@@ -462,7 +522,8 @@ def _named_check(index, check, defaults, groups, hostvars, inventory_hostname):
 
     given = check.get("policy") is not None
     word, required = _policy(where, given, policy[1], len(expanded))
-    return dict(settings, name=name, path=str(path), targets=expanded, policy=word, required=required)
+    return _conversation(where, dict(settings, name=name, path=str(path), targets=expanded, policy=word,
+                                     required=required), ca_dir)
 
 
 def _pick_address(lines, family):

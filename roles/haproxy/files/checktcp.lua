@@ -20,7 +20,8 @@ local config = checktcp_config
 checktcp_config = nil
 
 -- Limits and slack, in bytes and milliseconds.
-local MAX_LINE_BYTES = 1024       -- a longer header or reply line is KO
+-- A longer received line is KO (conversation.py's MAX_LINE_BYTES, through the data file).
+local MAX_LINE_BYTES = config.max_line_bytes
 local REQUEST_SLACK_MS = 50       -- a request waits for its verdict this long past the timeout
 local STALE_SLACK_MS = 1000       -- a cached verdict is stale after interval + timeout + this
 local WAIT_SPIN_MS = 2            -- a waiting request first yields without sleeping,
@@ -132,6 +133,49 @@ local function relay_errors(relay)
   return server and tonumber(server:get_stats()["econ"]) or 0
 end
 
+-- The bytes of a hex string.
+local function unhex(hex)
+  return (hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end))
+end
+
+local function hexdump(bytes)
+  return (bytes:gsub(".", function(c) return string.format("%02X", c:byte()) end))
+end
+
+-- A check's conversation, as the filter compiled it (plugins/module_utils/
+-- conversation.py: the same ops HAProxy's health checks run as tcp-check
+-- rules): send bytes, then read lines or bytes and match them with HAProxy's
+-- own regex engine. Decoded and compiled once, at load.
+local function compiled(regex)
+  local ok, compiled_or_error = Regex.new(regex, true)
+  if not ok then error("checktcp: cannot compile " .. regex .. ": " .. tostring(compiled_or_error)) end
+  return compiled_or_error
+end
+
+local function load_ops(ops)
+  for _, op in ipairs(ops) do
+    if op.op == "send" then
+      op.data = unhex(op.hex)
+    else
+      op.matcher = compiled(op.regex)
+      for _, part in ipairs(op.parts or {}) do
+        part.matcher = compiled(config.line_regex_flags .. part.regex)
+      end
+    end
+  end
+  return ops
+end
+
+-- What the n-th line of a lines op is, in reasons: the echo conversation
+-- keeps its own words ("header line 1", "reply line").
+local function line_stage(check, op, n)
+  if check.echo then
+    return n < op.count and ("header line " .. n) or "reply line"
+  end
+  local part = op.parts[n]
+  return string.format("line %d of %d at step %d %s", n, op.count, part.step, part.words)
+end
+
 -- One probe of one target, bounded by one deadline. on_stage(name) is told
 -- each step. Returns { ok, reason, ms, finished (monotonic), wall }.
 local function probe(check, target, on_stage)
@@ -173,61 +217,91 @@ local function probe(check, target, on_stage)
   local function connect_failure()
     if received > 0 or relay_errors(target.relay) == errors_before then return nil end
     if mono_ms() >= deadline - CONNECT_TIMEOUT_SLACK_MS then return timeout("connect") end
-    return "connection refused or unreachable"
+    return check.tls and "connection refused, unreachable, or TLS handshake failed (certificate or name)"
+      or "connection refused or unreachable"
   end
 
-  local function send()
+  -- One byte, or nil and the reason: stage says what was awaited.
+  local function read_byte(stage)
+    if not arm() then return nil, timeout(stage) end
+    local byte = sock:receive(1)
+    if byte == nil then
+      local failed = connect_failure()
+      if failed then return nil, failed end
+      if mono_ms() >= deadline - 1 then return nil, timeout(stage) end
+      return nil, stage .. " closed by peer"
+    end
+    received = received + 1
+    return byte
+  end
+
+  local function send(op)
     on_stage("send")
     if not arm() then return nil, timeout("send") end
-    if sock:send(check.send .. "\n") then return true end
+    if sock:send(op.data) then return true end
     if mono_ms() >= deadline - 1 then return nil, timeout("send") end
     return nil, "send failed: connection closed"
   end
 
-  -- A line without its end (LF or CRLF). Byte by byte, checking the clock.
-  local function read_line(stage)
+  -- count lines, each at most MAX_LINE_BYTES before its LF, then the op's
+  -- regex over them; a failing line is named by its step.
+  local function read_lines(op)
+    local lines = {}
+    for n = 1, op.count do
+      local stage = line_stage(check, op, n)
+      on_stage(stage)
+      local bytes = {}
+      while true do
+        local byte, err = read_byte(stage)
+        if byte == nil then return nil, err end
+        bytes[#bytes + 1] = byte
+        if byte == "\n" then break end
+        if #bytes > MAX_LINE_BYTES then
+          return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
+        end
+      end
+      lines[n] = table.concat(bytes)
+    end
+    if op.matcher:exec(table.concat(lines)) then return true end
+    for n, part in ipairs(op.parts) do
+      if not part.matcher:exec(lines[n]) then
+        local shown = string.format("unexpected reply \"%s\"", printable((lines[n]:gsub("\r?\n$", ""))))
+        if check.echo then return nil, shown end
+        return nil, string.format("%s at step %d %s", shown, part.step, part.words)
+      end
+    end
+    return nil, "unexpected reply at " .. op.what
+  end
+
+  local function read_bytes(op)
+    local stage = string.format("%d bytes at %s", op.count, op.what)
     on_stage(stage)
     local bytes = {}
-    while true do
-      if not arm() then return nil, timeout(stage) end
-      local byte = sock:receive(1)
-      if byte == nil then
-        local failed = connect_failure()
-        if failed then return nil, failed end
-        if mono_ms() >= deadline - 1 then return nil, timeout(stage) end
-        return nil, stage .. " closed by peer"
-      end
-      received = received + 1
-      if byte == "\n" then
-        return (table.concat(bytes):gsub("\r$", ""))
-      elseif #bytes >= MAX_LINE_BYTES then
-        return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
-      end
+    for _ = 1, op.count do
+      local byte, err = read_byte(stage)
+      if byte == nil then return nil, err end
       bytes[#bytes + 1] = byte
     end
+    local dump = hexdump(table.concat(bytes))
+    if op.matcher:exec(dump) then return true end
+    return nil, string.format("unexpected reply \"%s\" at %s", dump:lower(), op.what)
   end
+
+  local RUN = { send = send, lines = read_lines, bytes = read_bytes }
 
   local function run()
     local ok, err = connect()
     if not ok then return false, err end
-    ok, err = send()
-    if not ok then return false, err end
-    for n = 1, check.skip_lines do
-      ok, err = read_line("header line " .. n)
+    for _, op in ipairs(check.ops) do
+      ok, err = RUN[op.op](op)
       if not ok then return false, err end
-    end
-    local line
-    line, err = read_line("reply line")
-    if not line then return false, err end
-    if line ~= check.expect then
-      return false, string.format("unexpected reply \"%s\"", printable(line))
     end
     return true, "reply matched"
   end
 
   local ran, verdict, reason = pcall(run)
   -- On HAProxy 3.x a closed socket's stream lives on until its timeout: end
-  -- it soon, so the echo server's connection goes with the probe.
+  -- it soon, so the server's connection goes with the probe.
   pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
   sock:close()
   if not ran then
@@ -362,6 +436,8 @@ local function new_target(check, check_index, target, index)
 end
 
 for c, check in ipairs(config.checks) do
+  check.ops = load_ops(check.ops)
+  check.echo = check.preset == "echo" and check.steps == nil
   check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
   check.answered = { OK = 0, KO = 0 }
   check.round = 0   -- probes finished (see verdict)
