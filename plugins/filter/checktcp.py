@@ -250,6 +250,7 @@ def _conversation(where, check, ca_dir):
     except conversation.ConversationError as exc:
         where.fail("steps" if check["steps"] is not None else "preset", True, str(exc),
                    check["steps"] if check["steps"] is not None else check["preset"])
+    check["tcp_check_rules"] = conversation.tcp_check_rules(check["ops"])
     # The CA file is copied to the HAProxy host, named after its check.
     check["tls_ca_file"] = None
     if check["tls_ca"] is not None:

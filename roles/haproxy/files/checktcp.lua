@@ -12,8 +12,10 @@
 --   inactivity and a peer trickling bytes would stretch a line read.
 -- * live mode: a request asks each target's worker for a probe, or shares the
 --   one in flight, and waits with its own deadline until the policy is decided.
--- * cached mode: a loop per check runs a probe round every interval and
---   publishes the pages in a map, which haproxy.cfg answers natively.
+-- * cached mode: HAProxy's own health checks probe (haproxy.cfg renders the
+--   same conversation as tcp-check rules) and haproxy.cfg answers from their
+--   state; a task per check reads that state, tells haproxy.cfg once every
+--   target has been checked, and publishes the pages it renders from it.
 
 -- luacheck: globals checktcp_config
 local config = checktcp_config
@@ -23,7 +25,6 @@ checktcp_config = nil
 -- A longer received line is KO (conversation.py's MAX_LINE_BYTES, through the data file).
 local MAX_LINE_BYTES = config.max_line_bytes
 local REQUEST_SLACK_MS = 50       -- a request waits for its verdict this long past the timeout
-local STALE_SLACK_MS = 1000       -- a cached verdict is stale after interval + timeout + this
 local WAIT_SPIN_MS = 2            -- a waiting request first yields without sleeping,
 local WAIT_BACKOFF_MAX_MS = 16    -- then sleeps 1, 2, 4... ms, up to this
 local DECIDED_GRACE_MS = 20       -- once the policy is met, the other probes have this long
@@ -34,7 +35,7 @@ local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checke
 local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the clock stepped
 local CLOCK_COARSE_MS = 50        -- calibration: the first look for os.time()'s tick, every this often
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
-local KEEP_GENERATIONS = 2        -- published generations kept for requests still reading them
+local WATCH_MAX_MS = 250          -- a cached check's state is read at least this often
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
 -- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
@@ -60,7 +61,7 @@ end
 -- HAProxy's Lua has a monotonic clock in ms (core.now) and the wall clock in
 -- seconds (os.time); haproxy.cfg only the wall clock in ms. The offset
 -- between them is measured on a tick of os.time() and measured again when
--- os.time() disagrees, so cached verdicts are dated in haproxy.cfg's clock.
+-- os.time() disagrees, so pages are dated to the millisecond.
 local wall_offset_ms = os.time() * 1000 + 500 - mono_ms()
 
 local function wall_ms()
@@ -343,18 +344,10 @@ local function wait_for_demand(st)
     while st.demand:pop() do end
     return
   end
-  -- HAProxy 2.6 cannot wake a task: poll. A cached check's worker sleeps
-  -- until its check's next round; a live one does not sleep right after a
+  -- HAProxy 2.6 cannot wake a task: poll. A worker does not sleep right after a
   -- probe (the next request is often already there), then backs off from
   -- 1 ms to WORKER_IDLE_POLL_MS: a request to an idle check waits up to that
   -- long for its probe to start, and an idle worker wakes 20 times a second.
-  if st.check.mode == "cached" then
-    while st.wanted <= st.seq do
-      local now = mono_ms()
-      core.msleep(math.max((st.check.next_round_at or now) - now, 1))
-    end
-    return
-  end
   local spin_until, pause = mono_ms() + WORKER_SPIN_MS, 1
   while st.wanted <= st.seq do
     local now = mono_ms()
@@ -417,6 +410,7 @@ end
 local checks, by_path = {}, {}
 
 local function new_target(check, check_index, target, index)
+  target.address = string.format(target.host:find(":", 1, true) and "[%s]:%d" or "%s:%d", target.host, target.port)
   target.relay = {
     proxy = string.format("%s_%s_%d", config.relay_proxy, check.name, index),
     -- A Unix socket in HAProxy's chroot, where the workers connect from.
@@ -438,11 +432,11 @@ end
 for c, check in ipairs(config.checks) do
   check.ops = load_ops(check.ops)
   check.echo = check.preset == "echo" and check.steps == nil
-  check.stale_ms = check.interval_ms + check.timeout_ms + STALE_SLACK_MS
   check.answered = { OK = 0, KO = 0 }
   check.round = 0   -- probes finished (see verdict)
   check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
-  check.native_backend = config.native_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
+  check.engine_backend = config.engine_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
+  check.answer_backend = config.answer_backend .. "_" .. check.name
   check.states = {}
   for i, target in ipairs(check.targets) do
     check.states[i] = new_target(check, c, target, i)
@@ -561,33 +555,36 @@ local function live_verdict(check, arrival)
   return verdict(check, wanted, mono_ms())
 end
 
--- The last cached verdict, waiting for the first round if none yet.
-local function cached_verdict(check, arrival)
-  local deadline = arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS
-  while check.latest == nil and mono_ms() < deadline do
-    core.msleep(math.min(10, deadline - mono_ms()))
+-- A cached check's verdict, from the state of HAProxy's health checks of its
+-- targets (Server:get_stats()): as verdict() builds it, plus seen (every
+-- target checked once) and signature (what a page shows of it).
+local function engine_verdict(check)
+  local servers = core.backends[check.engine_backend].servers
+  local rows, up, seen, parts = {}, 0, true, {}
+  local now = wall_ms()
+  for i, st in ipairs(check.states) do
+    local stats = servers["t" .. i]:get_stats()
+    -- "* " marks a check in progress; INI, none done yet.
+    local status = tostring(stats.check_status or ""):gsub("^%* ", "")
+    local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
+                  wall = now, ok = tostring(stats.status):find("^UP") ~= nil }
+    if status == "" or status == "INI" then
+      seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
+    else
+      local detail = tostring(stats.last_chk or "")
+      row.reason = detail ~= "" and (status .. ": " .. detail) or status
+    end
+    if row.ok then up = up + 1 end
+    rows[i] = row
+    parts[i] = (row.ok and "1" or "0") .. row.reason
   end
-  local latest, now = check.latest, mono_ms()
-  if latest == nil then
-    local wanted = {}
-    for i in ipairs(check.states) do wanted[i] = 1 end
-    return verdict(check, wanted, now)
-  end
-  local age = now - latest.at
-  if age <= check.stale_ms then
-    return latest
-  end
-  local rows = {}
-  for i, row in ipairs(latest.rows) do
-    rows[i] = { name = row.name, ok = false, ms = row.ms, wall = row.wall,
-                reason = string.format("stale verdict (%d ms old)", age) }
-  end
-  return { ok = false, up = 0, rows = rows, at = latest.at, wall = latest.wall, stale = true }
+  return { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
+           oldest_wall = now, done = true, seen = seen, signature = table.concat(parts, "\n") }
 end
 
 local function check_verdict(check, arrival)
   if check.mode == "cached" then
-    return cached_verdict(check, arrival)
+    return engine_verdict(check)
   end
   return live_verdict(check, arrival)
 end
@@ -727,61 +724,50 @@ end
 
 ------------------------------------------------------------- cached mode
 
--- A generation is published in the state map under keys never rewritten: its
--- pages first, under "<state>|<format>|<details flag>", then "<path>" -> state,
--- then an older generation's pages go. The state, one map value, is
--- "<code>|<at>|<expires>|<details flag>|<generation>|<native backend>": a
--- request reads it once (haproxy.cfg), then only pages named after it, so its
--- status, date and page always belong together.
+-- Publishes what haproxy.cfg answers a cached check from: "<name>" once every
+-- target has been checked, and the pages of the current verdict under
+-- "<name>|<code>|<format>|<details flag>" (those of the other code removed, so
+-- that a page always shows the verdict of its status code: haproxy.cfg takes
+-- the code from the health checks, and leaves a code without a page to Lua).
+-- Pages too large for HAProxy's buffer are left to Lua.
 local function publish(check, v)
   local map = config.state_map
-  local gen = (check.generation or 0) + 1
-  local details = check.details and "1" or "0"
-  -- Dated by its oldest probe, as the Lua path ages it (verdict()).
-  local state = table.concat({ v.ok and "200" or "503", v.oldest_wall, v.oldest_wall + check.stale_ms, details, gen,
-                               check.native_backend }, "|")
-  local pages = {}
+  local code, other = v.ok and "200" or "503", v.ok and "503" or "200"
   for _, flag in ipairs({ "1", "0" }) do
-    -- A check's details: false wins over haproxy_status_details_allow.
-    local html = render_check_html(check, v, flag == "1" and check.details, nil)
-    local json = render_check_json(check, v, flag == "1" and check.details)
-    -- Map values are one line; pages too large for HAProxy's buffer are left to Lua.
-    if #html <= config.native_page_max then pages["html|" .. flag] = (html:gsub("\n", "")) end
-    if #json <= config.native_page_max then pages["json|" .. flag] = (json:gsub("\n", "")) end
-  end
-  for key, body in pairs(pages) do
-    core.set_map(map, state .. "|" .. key, body)
-  end
-  core.set_map(map, check.path, state)
-  check.generation, check.published = gen, check.published or {}
-  check.published[gen] = { state = state, pages = pages }
-  local old = check.published[gen - KEEP_GENERATIONS]
-  if old then
-    for key in pairs(old.pages) do
-      core.del_map(map, old.state .. "|" .. key)
+    local details = flag == "1" and check.details
+    for format, body in pairs({ html = render_check_html(check, v, details, nil),
+                                json = render_check_json(check, v, details) }) do
+      core.del_map(map, table.concat({ check.name, other, format, flag }, "|"))
+      local key = table.concat({ check.name, code, format, flag }, "|")
+      if #body <= config.native_page_max then
+        core.set_map(map, key, (body:gsub("\n", "")))
+      else
+        core.del_map(map, key)
+      end
     end
-    check.published[gen - KEEP_GENERATIONS] = nil
+  end
+  if v.seen and not check.seen then
+    core.set_map(map, check.name, "1")
+    check.seen = true
   end
 end
 
-local function cached_round(check)
-  local round = mono_ms()
-  local wanted = {}
-  for i, st in ipairs(check.states) do
-    wanted[i] = demand_probe(st, round)
+-- Reads a cached check's state every WATCH_MAX_MS (or its interval, if
+-- shorter) and publishes it when what a page shows changed.
+local function watch(check)
+  local v = engine_verdict(check)
+  if v.seen and v.signature ~= check.published then
+    publish(check, v)
+    check.published = v.signature
   end
-  await(check, wanted, round + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, true)
-  local v = verdict(check, wanted, mono_ms())
-  check.latest = v
-  publish(check, v)
-  check.next_round_at = math.max(round + check.interval_ms, mono_ms() + 1)
-  core.msleep(check.next_round_at - mono_ms())
+  core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
 end
 
 -------------------------------------------------------------------- tasks
 
 for _, check in ipairs(checks) do
-  for _, st in ipairs(check.states) do
+  -- HAProxy's health checks probe a cached check's targets.
+  for _, st in ipairs(check.mode == "live" and check.states or {}) do
     core.register_task(function()
       forever("probe worker of " .. st.label, function() worker_step(st) end, function(err)
         if st.probing_since ~= nil then
@@ -793,7 +779,7 @@ for _, check in ipairs(checks) do
   end
   if check.mode == "cached" then
     core.register_task(function()
-      forever("cached loop of " .. check.name, function() cached_round(check) end)
+      forever("state of " .. check.name, function() watch(check) end)
     end)
   end
 end
@@ -834,6 +820,18 @@ local function wants_json(applet)
   return false
 end
 
+-- The terse form for load balancers (OK or KO and a newline), as haproxy.cfg
+-- chooses it: ?format=text, or an Accept header with text/plain.
+local function wants_text(applet)
+  if applet.qs and applet.qs:find("format=text", 1, true) then
+    return true
+  end
+  for _, value in pairs(applet.headers["accept"] or {}) do
+    if value:find("text/plain", 1, true) then return true end
+  end
+  return false
+end
+
 -- ?refresh=N, bounded; nil when absent or not a number.
 local function refresh_seconds(applet)
   local value = applet.qs and tonumber(applet.qs:match("refresh=(%d+)"))
@@ -870,11 +868,23 @@ end
 local function serve_check(applet, check, arrival)
   local v = check_verdict(check, arrival)
   local word = v.ok and "OK" or "KO"
-  check.answered[word] = check.answered[word] + 1
-  local json = wants_json(applet)
-  local body = check_page(check, v, json, shows_details(applet, check), refresh_seconds(applet))
-  respond(applet, v.ok and 200 or 503, word, json and "application/json" or "text/html; charset=utf-8", body,
-    { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) })
+  local status = v.ok and 200 or 503
+  -- A cached check's answers are counted by its backend in haproxy.cfg; a
+  -- live verdict is as old as its oldest probe (a cached one's age is not known).
+  local headers = nil
+  if check.mode == "live" then
+    check.answered[word] = check.answered[word] + 1
+    headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
+  end
+  if wants_json(applet) then
+    respond(applet, status, word, "application/json",
+      check_page(check, v, true, shows_details(applet, check), nil), headers)
+  elseif wants_text(applet) then
+    respond(applet, status, word, "text/plain", word .. "\n", headers)
+  else
+    respond(applet, status, word, "text/html; charset=utf-8",
+      check_page(check, v, false, shows_details(applet, check), refresh_seconds(applet)), headers)
+  end
 end
 
 local function serve_overview(applet, arrival)
@@ -895,7 +905,7 @@ local function serve_overview(applet, arrival)
       await(check, wanted[check], arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
       v = verdict(check, wanted[check], mono_ms())
     else
-      v = cached_verdict(check, arrival)
+      v = engine_verdict(check)
     end
     verdicts[i] = { check = check, verdict = v }
     ok = ok and v.ok
@@ -932,44 +942,61 @@ local function label(s)
   return (tostring(s):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
+-- Per target: a live target's from its probes; a cached target's from its
+-- health check's stats (stats), where a value it has not is nil (no sample).
 local TARGET_METRICS = {
   { "checktcp_up", "gauge", "1 if the target's last probe succeeded, else 0.",
-    function(st) return (st.result and st.result.ok) and 1 or 0 end },
-  { "checktcp_probes_total", "counter", "Probes of the target.", function(st) return st.probes end },
-  { "checktcp_probe_failures_total", "counter", "Failed probes of the target.", function(st) return st.failures end },
+    function(st, _, stats)
+      if stats then return tostring(stats.status):find("^UP") and 1 or 0 end
+      return (st.result and st.result.ok) and 1 or 0
+    end },
+  { "checktcp_probes_total", "counter", "Probes of the target (live mode).",
+    function(st, _, stats) return not stats and st.probes or nil end },
+  { "checktcp_probe_failures_total", "counter", "Failed probes (cached mode: failed health checks) of the target.",
+    function(st, _, stats) return stats and (tonumber(stats.chkfail) or 0) or st.failures end },
   { "checktcp_probe_duration_seconds", "gauge", "Duration of the target's last probe.",
-    function(st) return st.result and st.result.ms / 1000 or 0 end },
-  { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict.",
-    function(st, now) return st.result and (now - st.result.finished) / 1000 or 0 end },
+    function(st, _, stats)
+      if stats then return (tonumber(stats.check_duration) or 0) / 1000 end
+      return st.result and st.result.ms / 1000 or 0
+    end },
+  { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict (live mode).",
+    function(st, now, stats) return not stats and (st.result and (now - st.result.finished) / 1000 or 0) or nil end },
 }
 
--- Native answers of a cached check come from its own backend in haproxy.cfg,
--- whose HTTP response counters count them (2xx: OK, 5xx: KO).
-local function native_answers(check, code)
-  local backend = core.backends[check.native_backend]
-  if backend == nil then return 0 end
-  return tonumber(backend:get_stats()[code == "200" and "hrsp_2xx" or "hrsp_5xx"]) or 0
+-- A cached check's answers come from its own backend in haproxy.cfg, whose
+-- HTTP response counters count them (2xx: OK, 5xx: KO); a live check's, Lua's.
+local function answers(check, word)
+  if check.mode == "live" then return check.answered[word] end
+  return tonumber(core.backends[check.answer_backend]:get_stats()[word == "OK" and "hrsp_2xx" or "hrsp_5xx"]) or 0
 end
 
 core.register_service("checktcp_metrics", "http", function(applet)
-  local now, out = mono_ms(), {}
+  local now, out, stats = mono_ms(), {}, {}
+  for _, check in ipairs(checks) do
+    if check.mode == "cached" then
+      local servers = core.backends[check.engine_backend].servers
+      for i, st in ipairs(check.states) do stats[st] = servers["t" .. i]:get_stats() end
+    end
+  end
   for _, metric in ipairs(TARGET_METRICS) do
     local name, kind, help, value = metric[1], metric[2], metric[3], metric[4]
     out[#out + 1] = string.format("# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
     for _, check in ipairs(checks) do
       for _, st in ipairs(check.states) do
-        out[#out + 1] = string.format('%s{check="%s",target="%s"} %s\n',
-          name, label(check.name), label(st.target.name), value(st, now))
+        local sample = value(st, now, stats[st])
+        if sample ~= nil then
+          out[#out + 1] = string.format('%s{check="%s",target="%s"} %s\n',
+            name, label(check.name), label(st.target.name), sample)
+        end
       end
     end
   end
   out[#out + 1] = "# HELP checktcp_requests_total Status requests answered, by check and verdict.\n"
   out[#out + 1] = "# TYPE checktcp_requests_total counter\n"
   for _, check in ipairs(checks) do
-    for _, answer in ipairs({ { "OK", "200" }, { "KO", "503" } }) do
-      local word, code = answer[1], answer[2]
+    for _, word in ipairs({ "OK", "KO" }) do
       out[#out + 1] = string.format('checktcp_requests_total{check="%s",verdict="%s"} %d\n',
-        label(check.name), word, check.answered[word] + native_answers(check, code))
+        label(check.name), word, answers(check, word))
     end
   end
   local body = table.concat(out)

@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2026, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Cached mode on HAProxy's own health checks (issue 17): the terse text
+answer for load balancers, pages rendered from the checks' state, and never a
+verdict the checks have not seen: HAProxy counts a server UP until its first
+check ends, so a cached check answers 503 until every target was checked,
+through starts, reloads and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import LOOPBACK, free_ports, haproxy_binary, http_request, wait_status
+
+INTERVAL_MS = 200
+# A silent target is judged only after this: its first check times out.
+SLOW_TIMEOUT_MS = 1500
+SAMPLE_EVERY_S = 0.01
+# How long the sampler watches each reloaded HAProxy before it is restarted.
+WATCH_RELOADED_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def bed(deploy, fake_servers):
+    healthy, silent = fake_servers(2)
+    silent.behave("silent")
+    refused = {"host": LOOPBACK, "port": free_ports()[0]}
+    common = {"mode": "cached", "interval_ms": INTERVAL_MS}
+    service, = deploy({"haproxy_checktcp_checks": [
+        dict(common, name="up", targets=[healthy.target]),
+        dict(common, name="down", targets=[refused]),
+        dict(common, name="silent", targets=[silent.target], timeout_ms=SLOW_TIMEOUT_MS),
+    ]})
+    return service
+
+
+@pytest.mark.parametrize("how", [{"path_suffix": "?format=text"}, {"headers": {"Accept": "text/plain"}}])
+def test_text_answers_for_load_balancers(bed, how):
+    wait_status(bed, 200, 10, path="/up")
+    wait_status(bed, 503, 10, path="/down")
+    for path, status, body in (("/up", 200, b"OK\n"), ("/down", 503, b"KO\n")):
+        response = http_request(bed.port, path=path + how.get("path_suffix", ""), headers=how.get("headers"))
+        assert (response.status, response.body) == (status, body), response
+        assert response.headers["content-type"] == "text/plain", response
+
+
+def test_pages_give_the_health_checks_reason(bed):
+    wait_status(bed, 503, 10, path="/down")
+    page = json.loads(http_request(bed.port, path="/down", headers={"Accept": "application/json"}).body)
+    assert page["status"] == "KO" and page["mode"] == "cached", page
+    assert page["targets"][0]["reason"].startswith("L4CON"), page
+    assert "Connection refused" in page["targets"][0]["reason"], page
+
+
+def test_a_silent_target_is_never_ok_before_its_first_check(make_service, fake_servers):
+    """Its first check takes the whole timeout; every answer until then is 503 (pending)."""
+    silent, = fake_servers(1)
+    silent.behave("silent")
+    service = make_service(haproxy_checktcp_targets=[silent.target], haproxy_checktcp_mode="cached",
+                           haproxy_checktcp_timeout_ms=SLOW_TIMEOUT_MS, haproxy_checktcp_interval_ms=INTERVAL_MS)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    service.start()
+    seen = {}
+    end = time.monotonic() + SLOW_TIMEOUT_MS / 1000 + 1.0
+    first = None
+    while time.monotonic() < end:
+        for query in ("", "?format=text"):
+            response = http_request(service.port, path="/" + query)
+            seen[response.status] = seen.get(response.status, 0) + 1
+            first = first or response
+    assert list(seen) == [503], seen
+    assert b"not checked yet" in first.body, first
+
+
+class Sampler(threading.Thread):
+    """Asks for a page every SAMPLE_EVERY_S until stopped; counts statuses (errors as 0)."""
+
+    def __init__(self, port, path):
+        super().__init__(daemon=True)
+        self.port, self.path = port, path
+        self.counts = {}
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            for query in ("", "?format=text"):
+                try:
+                    status = http_request(self.port, path=self.path + query, timeout=2).status
+                except (OSError, AssertionError):
+                    status = 0
+                self.counts[status] = self.counts.get(status, 0) + 1
+            time.sleep(SAMPLE_EVERY_S)
+
+
+def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
+    dead = {"host": LOOPBACK, "port": free_ports()[0]}
+    service = make_service(haproxy_checktcp_targets=[dead], haproxy_checktcp_mode="cached",
+                           haproxy_checktcp_interval_ms=INTERVAL_MS)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    container = bool(os.environ.get("CHECKTCP_HAPROXY_IMAGE"))
+
+    def start():
+        stderr = open(service.stderr, "ab")  # pylint: disable=consider-using-with
+        proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(service.config)], cwd=service.workdir,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        stderr.close()
+        service.proc = proc
+        end = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((LOOPBACK, service.port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < end, service.log_text()
+                time.sleep(0.02)
+        wait_status(service, 503, 10)
+
+    def reload():
+        if container:
+            subprocess.run(["podman", "kill", "--signal", "USR2", "%s-haproxy-%d" % (
+                os.environ.get("CHECKTCP_ID", "checktcp"), service.proc.pid)], capture_output=True, check=True)
+        else:
+            service.proc.send_signal(signal.SIGUSR2)
+
+    start()
+    sampler = Sampler(service.port, "/")
+    sampler.start()
+    try:
+        for _ in range(3):
+            reload()
+            time.sleep(WATCH_RELOADED_S)
+            service.stop()
+            start()
+    finally:
+        sampler.stopping.set()
+        sampler.join(10)
+        service.stop()
+    assert 200 not in sampler.counts, sampler.counts
+    assert sampler.counts.get(503, 0) > 50, sampler.counts
