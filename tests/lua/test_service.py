@@ -224,8 +224,8 @@ def test_cached_mode_answers_from_the_background_probe(beds):
     assert [response.status for response in responses] == [200] * 200
     assert fake.connections <= duration_ms / INTERVAL_MS + 2, \
         "%d probes in %d ms" % (fake.connections, duration_ms)
-    ages = [int(response.headers["x-checktcp-age-ms"]) for response in responses]
-    assert max(ages) <= INTERVAL_MS + TIMEOUT_MS, ages
+    # HAProxy's health checks say no verdict's age: none is claimed.
+    assert not [response for response in responses if "x-checktcp-age-ms" in response.headers]
 
 
 @pytest.mark.parametrize("death", ["refuse", "silent"])

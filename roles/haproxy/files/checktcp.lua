@@ -556,11 +556,11 @@ local function live_verdict(check, arrival)
 end
 
 -- A cached check's verdict, from the state of HAProxy's health checks of its
--- targets (Server:get_stats()): as verdict() builds it, plus seen (every
--- target checked once) and signature (what a page shows of it).
+-- targets (Server:get_stats()), as verdict() builds it, plus seen (every
+-- target checked once).
 local function engine_verdict(check)
   local servers = core.backends[check.engine_backend].servers
-  local rows, up, seen, parts = {}, 0, true, {}
+  local rows, up, seen = {}, 0, true
   local now = wall_ms()
   for i, st in ipairs(check.states) do
     local stats = servers["t" .. i]:get_stats()
@@ -576,10 +576,9 @@ local function engine_verdict(check)
     end
     if row.ok then up = up + 1 end
     rows[i] = row
-    parts[i] = (row.ok and "1" or "0") .. row.reason
   end
   return { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
-           oldest_wall = now, done = true, seen = seen, signature = table.concat(parts, "\n") }
+           oldest_wall = now, done = true, seen = seen }
 end
 
 local function check_verdict(check, arrival)
@@ -724,43 +723,14 @@ end
 
 ------------------------------------------------------------- cached mode
 
--- Publishes what haproxy.cfg answers a cached check from: "<name>" once every
--- target has been checked, and the pages of the current verdict under
--- "<name>|<code>|<format>|<details flag>" (those of the other code removed, so
--- that a page always shows the verdict of its status code: haproxy.cfg takes
--- the code from the health checks, and leaves a code without a page to Lua).
--- Pages too large for HAProxy's buffer are left to Lua.
-local function publish(check, v)
-  local map = config.state_map
-  local code, other = v.ok and "200" or "503", v.ok and "503" or "200"
-  for _, flag in ipairs({ "1", "0" }) do
-    local details = flag == "1" and check.details
-    for format, body in pairs({ html = render_check_html(check, v, details, nil),
-                                json = render_check_json(check, v, details) }) do
-      core.del_map(map, table.concat({ check.name, other, format, flag }, "|"))
-      local key = table.concat({ check.name, code, format, flag }, "|")
-      if #body <= config.native_page_max then
-        core.set_map(map, key, (body:gsub("\n", "")))
-      else
-        core.del_map(map, key)
-      end
-    end
-  end
-  if v.seen and not check.seen then
-    core.set_map(map, check.name, "1")
-    check.seen = true
-  end
-end
-
 -- Reads a cached check's state every WATCH_MAX_MS (or its interval, if
--- shorter) and publishes it when what a page shows changed.
+-- shorter) until every target has been checked, then tells haproxy.cfg
+-- (map key "<name>"), which answers from the checks from then on.
 local function watch(check)
-  local v = engine_verdict(check)
-  if v.seen and v.signature ~= check.published then
-    publish(check, v)
-    check.published = v.signature
+  while not engine_verdict(check).seen do
+    core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
   end
-  core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
+  core.set_map(config.state_map, check.name, "1")
 end
 
 -------------------------------------------------------------------- tasks
@@ -778,9 +748,7 @@ for _, check in ipairs(checks) do
     end)
   end
   if check.mode == "cached" then
-    core.register_task(function()
-      forever("state of " .. check.name, function() watch(check) end)
-    end)
+    core.register_task(function() watch(check) end)
   end
 end
 
