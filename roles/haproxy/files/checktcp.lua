@@ -570,6 +570,8 @@ local function engine_verdict(check)
                   wall = now, ok = tostring(stats.status):find("^UP") ~= nil }
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
+    elseif row.ok and status:find("OK$") then
+      row.reason = "reply matched"
     else
       local detail = tostring(stats.last_chk or "")
       row.reason = detail ~= "" and (status .. ": " .. detail) or status
@@ -727,10 +729,17 @@ end
 -- shorter) until every target has been checked, then tells haproxy.cfg
 -- (map key "<name>"), which answers from the checks from then on.
 local function watch(check)
-  while not engine_verdict(check).seen do
-    core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
+  while true do
+    local ok, err = pcall(function()
+      while not engine_verdict(check).seen do
+        core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
+      end
+      core.set_map(config.state_map, check.name, "1")
+    end)
+    if ok then return end
+    core.log(core.err, string.format("checktcp: state of %s: error: %s", check.name, tostring(err)))
+    core.msleep(ERROR_PAUSE_MS)
   end
-  core.set_map(config.state_map, check.name, "1")
 end
 
 -------------------------------------------------------------------- tasks
