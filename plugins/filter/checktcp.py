@@ -46,7 +46,8 @@ FALSE_WORDS = ("false", "no", "off", "n", "f", "0")
 
 PORT_RANGE = (1, 65535)
 TIMEOUT_MS_RANGE = (1, 60000)
-INTERVAL_MS_RANGE = (100, None)
+# At most a day: a verdict older than that is no health check.
+INTERVAL_MS_RANGE = (100, 86400000)
 # Live mode: a target's probes start at least this far apart, whatever the request rate.
 MIN_PROBE_INTERVAL_MS_RANGE = (0, 60000)
 SKIP_LINES_RANGE = (0, conversation.MAX_SKIP_LINES)
@@ -310,7 +311,9 @@ def _repr_target(target):
 
 def _bind_family(bind):
     """The address family the echo server listens on for its bind address
-    (asyncio binds "::" to IPv6 only, and "" or a name to every address)."""
+    (it binds "::" to IPv6 and IPv4, and "" or a name to every address)."""
+    if bind == "::":
+        return "any"
     try:
         address = ipaddress.ip_address(bind)
     except ValueError:
@@ -366,6 +369,19 @@ def _derived_targets(label, group, groups, hostvars, inventory_hostname):
                                      % (label, host, _shown(address)))
         targets.append({"host": address, "port": port, "name": host, "family": _bind_family(bind)})
     return targets
+
+
+def _text_problems(name, value, out):
+    """Append a message for each string under value (lists and dicts walked) with a control character."""
+    if isinstance(value, str):
+        if CONTROL_RE.search(value):
+            out.append("%s: must not contain control characters (newline, tab, ...) (got %s)" % (name, _shown(value)))
+    elif isinstance(value, Mapping):
+        for key in value:
+            _text_problems("%s.%s" % (name, key), value[key], out)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _text_problems("%s[%d]" % (name, index), item, out)
 
 
 def _path_problem(path):
@@ -429,6 +445,23 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
         names[name] = index
         paths[path] = index
     return dict(common, catch_all=False, checks=out)
+
+
+def checktcp_text_problems(variables):
+    """What would break out of its line in a rendered file.
+
+    variables: {variable name: value}. Every string in a value, in its lists
+    and dicts too, is one line of a file (haproxy.cfg, a systemd unit): a
+    control character (a newline above all) would start a line of its own.
+    Returns one message per such string, naming the variable and where in it
+    ("haproxy_frontends[0].bind[1]"); empty when all are fine.
+    """
+    if not isinstance(variables, Mapping):
+        raise AnsibleFilterError("checktcp_text_problems: expects a dict of variable names and values")
+    out = []
+    for name in variables:
+        _text_problems(str(name), variables[name], out)
+    return out
 
 
 def _page_bytes(check):
@@ -528,18 +561,25 @@ def _named_check(index, check, defaults, groups, hostvars, inventory_hostname, c
 
 
 def _pick_address(lines, family):
-    """The address to probe among getent's answer (one address first on each line)."""
+    """The address to probe among getent's answer (one address first on each line).
+
+    A name with several addresses is pinned to the lowest address of the
+    preferred family (IPv4 for "any"): the same one on every run, whatever
+    order the resolver answers in. Words that are not IP addresses are ignored.
+    """
     if isinstance(lines, str):
         lines = lines.splitlines()
-    addresses = []
+    addresses = set()
     for line in lines or []:
         fields = str(line).split()
-        if fields and fields[0] not in addresses:
-            addresses.append(fields[0])
-    ipv4 = [address for address in addresses if ":" not in address]
+        try:
+            addresses.add(ipaddress.ip_address(fields[0]))
+        except (IndexError, ValueError):
+            continue
+    ipv4 = sorted(address for address in addresses if address.version == 4)
     # getent ahostsv6 answers an IPv4-only name with IPv4-mapped addresses, which
     # reach the IPv4 stack, not an echo server listening on IPv6.
-    ipv6 = [address for address in addresses if ":" in address and not address.lower().startswith("::ffff:")]
+    ipv6 = sorted(address for address in addresses if address.version == 6 and address.ipv4_mapped is None)
     if family == "ipv4":
         candidates = ipv4
     elif family == "ipv6":
@@ -547,7 +587,7 @@ def _pick_address(lines, family):
     else:
         # A name with both families is probed over IPv4, which most echo servers listen on.
         candidates = ipv4 + ipv6
-    return candidates[0] if candidates else None
+    return str(candidates[0]) if candidates else None
 
 
 def checktcp_resolve(checktcp, addresses):
@@ -556,9 +596,10 @@ def checktcp_resolve(checktcp, addresses):
     checktcp: the result of checktcp_checks. addresses: a dict whose key is a
     host name, or "<family> <host>" (family ipv4, ipv6 or any; preferred when
     both exist), and whose value is an address, or getent's output (a string
-    or a list of lines with the address first), in which case the address of
-    the target's family is taken (for "any", IPv4 first). Hosts without an
-    entry are kept as they are (addresses need none).
+    or a list of lines with the address first), in which case the lowest
+    address of the target's family is taken (for "any", IPv4 first; see
+    _pick_address). Hosts without an entry are kept as they are (addresses
+    need none).
     """
     if not isinstance(checktcp, Mapping) or "checks" not in checktcp:
         raise AnsibleFilterError("checktcp_resolve: expects the result of checktcp_checks")
@@ -682,6 +723,7 @@ class FilterModule:
             "checktcp_bufsize": checktcp_bufsize,
             "checktcp_checks": checktcp_checks,
             "checktcp_resolve": checktcp_resolve,
+            "checktcp_text_problems": checktcp_text_problems,
             "checktcp_unresolved": checktcp_unresolved,
             "to_lua": to_lua,
         }

@@ -51,24 +51,40 @@ FAILURE_TABLE = pytest.StashKey[list]()
 
 # Every port given to a status service, a frontend or a fake server.
 HANDED_OUT = set()
+# The sockets that hold the ports free_ports() handed out, until the session ends.
+HELD = []
 
 Response = collections.namedtuple("Response", "status reason headers body elapsed_ms")
 
 
 # --------------------------------------------------------------- helpers
 
-def free_ports(count=1):
-    """Ports nothing listens on, never handed out before in this run: HAProxy binds
-    with SO_REUSEPORT, so two of its instances could share a port without an error."""
+def free_ports(count=1, hold=True):
+    """Ports nothing listens on, never handed out before in this run.
+
+    Each stays bound by this process (never listening, so connections to it are
+    refused until HAProxy listens there) with SO_REUSEADDR and SO_REUSEPORT:
+    the kernel gives it to no socket asking for any free port (another clone
+    testing side by side, another test), while HAProxy, which binds with
+    SO_REUSEPORT as the same user, binds it as if it were free. hold=False
+    releases them at once, for a program that binds without SO_REUSEPORT: it
+    must bind them right away."""
     ports = []
-    with contextlib.ExitStack() as stack:
-        while len(ports) < count:
-            sock = stack.enter_context(socket.socket())
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
-            if port not in HANDED_OUT:
-                HANDED_OUT.add(port)
-                ports.append(port)
+    while len(ports) < count:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((LOOPBACK, 0))
+        port = sock.getsockname()[1]
+        if port in HANDED_OUT:
+            sock.close()
+            continue
+        HANDED_OUT.add(port)
+        ports.append(port)
+        if hold:
+            HELD.append(sock)
+        else:
+            sock.close()
     return ports
 
 

@@ -50,7 +50,8 @@ def echo_server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fast_echo")
     binary = workdir / "fast_echo"
     subprocess.run([compiler, "-O2", "-o", str(binary), str(REPO / "benchmarks" / "fast_echo.c")], check=True)
-    echo_port, control_port = free_ports(2)
+    # fast_echo binds without SO_REUSEPORT: the ports are released for it.
+    echo_port, control_port = free_ports(2, hold=False)
     proc = subprocess.Popen([str(binary), LOOPBACK, str(echo_port), LOOPBACK, str(control_port)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.monotonic() + 5

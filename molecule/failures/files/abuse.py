@@ -164,19 +164,22 @@ def idle_close():
 
 
 def unit_memory():
-    """The echo unit's main PID, its VmRSS and the unit's MemoryCurrent, in bytes (None if unknown)."""
+    """The echo unit's main PID, its VmRSS and VmHWM (peak RSS), and the unit's MemoryCurrent, in bytes
+    (None if unknown)."""
     def show(prop):
         return subprocess.run(["systemctl", "show", "-p", prop, "--value", ECHO_UNIT],
                               capture_output=True, text=True, check=False).stdout.strip()
     pid = int(show("MainPID") or 0)
-    rss = None
+    rss = hwm = None
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
+            text = status.read()
+        rss = int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
+        hwm = int(re.search(r"^VmHWM:\s+(\d+) kB", text, re.M).group(1)) * 1024
     except (OSError, AttributeError):
         pass
     current = show("MemoryCurrent")
-    return {"pid": pid, "rss": rss, "memory_current": int(current) if current.isdigit() else None}
+    return {"pid": pid, "rss": rss, "hwm": hwm, "memory_current": int(current) if current.isdigit() else None}
 
 
 def never_reading():

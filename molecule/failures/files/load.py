@@ -4,7 +4,9 @@
 Each of --threads threads loops until --seconds have passed (or --stop-file
 appears): open a new TCP connection, send ``GET /`` (HTTP/1.1, Connection:
 close), read the whole response, record its status or the error. The counts
-go to --out as JSON: {total, ok_200, non_200, errors, error_samples, ...}.
+go to --out as JSON: {total, ok_200, non_200, errors, error_samples, ...};
+with --progress, the number of requests answered so far is written there
+every PROGRESS_PERIOD_S, so a test can wait for traffic instead of sleeping.
 """
 
 import argparse
@@ -14,6 +16,8 @@ import socket
 import threading
 import time
 import urllib.parse
+
+PROGRESS_PERIOD_S = 0.05
 
 
 def fetch(host, port, path, timeout):
@@ -78,6 +82,19 @@ def worker(args, target, counts, end):
         counts.add(status, error, time.monotonic() - started)
 
 
+def write_atomically(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def report_progress(path, counts, done):
+    while not done.wait(PROGRESS_PERIOD_S):
+        write_atomically(path, str(counts.total))
+    write_atomically(path, str(counts.total))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1/")
@@ -86,6 +103,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--stop-file", default=None, help="stop early once this file exists")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--progress", default=None, help="write the number of requests done so far here")
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.url)
@@ -94,9 +112,15 @@ def main():
     started = time.monotonic()
     end = started + args.seconds
     threads = [threading.Thread(target=worker, args=(args, target, counts, end)) for _n in range(args.threads)]
+    done = threading.Event()
+    if args.progress:
+        threads.append(threading.Thread(target=report_progress, args=(args.progress, counts, done)))
     for thread in threads:
         thread.start()
-    for thread in threads:
+    for thread in threads[:args.threads]:
+        thread.join()
+    done.set()
+    for thread in threads[args.threads:]:
         thread.join()
     result = {
         "total": counts.total, "ok_200": counts.ok_200, "non_200": counts.non_200,
@@ -104,10 +128,7 @@ def main():
         "statuses": counts.statuses, "seconds": round(time.monotonic() - started, 2),
         "max_request_seconds": round(counts.max_seconds, 3),
     }
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(result, handle)
-    os.replace(tmp, args.out)
+    write_atomically(args.out, json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ page, runs them all, and snapshots again; each case then checks its own run.
 
 import pytest
 
+INJECTED_BIND = "*:80\n    http-request return status 200 content-type text/plain string OK"
+
 # variables -> strings the failure must contain: the variable's name, then
 # what pins this failure down (the rejected value as the role reports it).
 BAD_INPUTS = {
@@ -20,6 +22,20 @@ BAD_INPUTS = {
                       ["haproxy_checktcp_targets", "'port': 0"]),
     "policy=5": ({"haproxy_checktcp_policy": 5}, ["haproxy_checktcp_policy", "policy=5"]),
     "send=a\\nb": ({"haproxy_checktcp_send": "a\nb"}, ["haproxy_checktcp_send", 'send="a\\nb"']),
+    # A newline would write a line of its own into haproxy.cfg: here an always-200 page.
+    "status_bind=newline": ({"haproxy_status_bind": INJECTED_BIND},
+                            ["haproxy_status_bind: must not contain control characters",
+                             '"*:80\\n    http-request return status 200']),
+    "frontend-bind=newline": ({"haproxy_frontends": [{"name": "web", "bind": ["127.0.0.1:8000", INJECTED_BIND]}]},
+                              ["haproxy_frontends[0].bind[1]: must not contain control characters"]),
+    "timeout=newline": ({"haproxy_timeout_client": "30s\n    timeout tunnel 1h"},
+                        ["haproxy_timeout_client: must not contain control characters"]),
+    "echo_bind=newline": ({"echo_server_bind_address": "127.0.0.1\n"},
+                          ["echo_server_bind_address: must not contain control characters"]),
+    "interval_ms=10**20": ({"haproxy_checktcp_interval_ms": 10 ** 20},
+                           ["haproxy_checktcp_interval_ms", "from 100 to 86400000"]),
+    "max_line_bytes=10**20": ({"echo_server_max_line_bytes": 10 ** 20},
+                              ["echo_server_max_line_bytes must be from 64 to 1048576"]),
 }
 
 # Values that pass the role's checks but HAProxy (or the bind test) rejects.

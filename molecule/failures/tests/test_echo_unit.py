@@ -127,8 +127,11 @@ def test_a_bind_address_configured_late_is_served_once_it_exists(
         host, status, echo_play, figures, converged_afterwards):
     """At boot an address may come up after the unit starts: the unit keeps trying, never ends failed."""
     echo_play.run(f"echo_server_bind_address={LATE_ADDRESS}")
-    # Longer than the default start limit allows (5 starts in 10 s).
-    host.run("sleep 12")
+    # More restarts than the default start limit allows (5 starts in 10 s).
+    restarts = host.run(
+        f"timeout 30 sh -c 'until [ \"$(systemctl show -p NRestarts --value {ECHO_UNIT})\" -gt 5 ]; do sleep 0.2; done'"
+        f" && systemctl show -p NRestarts --value {ECHO_UNIT}")
+    assert restarts.rc == 0, f"the unit did not restart 6 times within 30 s\n{_journal(status)}"
     state = host.check_output(f"systemctl show -p ActiveState --value {ECHO_UNIT}")
     assert state != "failed", f"the unit gave up\n{_journal(status)}"
     host.check_output(f"ip address add {LATE_ADDRESS}/32 dev lo")
@@ -138,8 +141,8 @@ def test_a_bind_address_configured_late_is_served_once_it_exists(
         "    2>/dev/null && echo $i && exit 0; sleep 0.1; "
         "done; exit 1")
     assert waited.rc == 0, f"nothing listens on {LATE_ADDRESS}:8080\n{_journal(status)}"
-    figures("Echo server start-up", f"bind address added 12 s late: served {int(waited.stdout) / 10:.1f} s "
-            "after it appeared")
+    figures("Echo server start-up", f"bind address added after {restarts.stdout.strip()} restarts: served "
+            f"{int(waited.stdout) / 10:.1f} s after it appeared")
 
 
 def test_a_unit_on_disk_newer_than_the_loaded_one_is_reloaded(host, status, echo_play,
@@ -232,10 +235,11 @@ def test_never_reading_clients_stay_under_the_memory_ceiling(host, status, syste
     figures("Echo server abuse",
             f"1000 never-reading clients (echo_server_idle_timeout 30; {result['sent_mib']} MiB of lines "
             f"sent in {result['seconds']} s): VmRSS {result['before']['rss'] / 1048576:.1f} MiB before, "
-            f"peak {(result['peak'].get('rss') or 0) / 1048576:.1f} MiB "
+            f"peak {(result['during'].get('hwm') or 0) / 1048576:.1f} MiB (VmHWM) "
             f"(MemoryCurrent {result['peak'].get('memory_current')}); echo_server_memory_max 128M; "
             f"status page {result['status_page']['status']} in {result['status_page']['ms']} ms")
     assert system.main_pid(ECHO_UNIT) == pid == result["during"]["pid"], "the echo server was killed: " + context
-    assert result["peak"]["rss"] < MAX_RSS_BYTES, context
+    # VmHWM: the process's peak, which samples of VmRSS could miss.
+    assert result["during"]["hwm"] is not None and result["during"]["hwm"] < MAX_RSS_BYTES, context
     assert result["well_behaved"]["ok"] and result["well_behaved"]["seconds"] <= 1.0, context
     assert result["status_page"]["status"] == 200, context

@@ -3,7 +3,8 @@
 import re
 
 ECHO_UNIT = "checktcp-echo.service"
-MAX_EXPOSURE = 2.5
+# What the README claims, as measured on Debian 12 (systemd 252) with the defaults.
+MAX_EXPOSURE = 1.1
 
 
 def _proc_status(host, pid):

@@ -6,7 +6,9 @@
   traceback;
 - a reload HAProxy fails to load (a port taken after validation, before the
   handlers) fails the play and leaves the "files loaded" fingerprint
-  unrecorded, so the next run reloads again.
+  unrecorded, so the next run reloads again;
+- a restart in one play does not stand for the reload of a change made by a
+  later play of the same run.
 """
 
 import pytest
@@ -94,3 +96,18 @@ def test_failed_reload_fails_the_play_and_the_next_run_reloads(default_after, ho
     assert host.file(LOADED).content_string != fingerprint, context
     answer = host.run(f"curl -s --max-time 5 http://127.0.0.1:{RACE_PORT}/")
     assert answer.stdout == "race", answer.stdout + context
+
+
+def test_a_change_in_a_later_play_is_reloaded_after_a_restart(default_after, playbook, status):
+    """two_plays.yml: the first play restarts HAProxy, the second adds the check "second"."""
+    run = playbook.run(playbook_file="two_plays.yml")
+    context = _context(run, status)
+    assert run.returncode == 0, "the run failed" + context
+    assert "changed" in run.task_status("Restart HAProxy"), "the first play did not restart HAProxy" + context
+    assert run.task_status(VALIDATED_TASK)[-1] == "changed", "the second play did not change haproxy.cfg" + context
+    assert "changed" in run.task_status("Reload HAProxy"), "the second play's change was not reloaded" + context
+    assert run.task_status(WAIT_TASK) == ["ok"], "the reload was not confirmed" + context
+    # The new check answers (its echo server runs: 200), where HAProxy running
+    # the first play's files would say 404.
+    code, body, _seconds = status.get("http://127.0.0.1/second")
+    assert code == 200 and "<h1>OK</h1>" in body, f"/second answers {code}" + context

@@ -14,6 +14,9 @@ import pytest
 LOAD_UNIT = "checktcp-load"
 LOAD_OUT = "/tmp/checktcp-load.json"
 LOAD_STOP = "/tmp/checktcp-load.stop"
+LOAD_PROGRESS = "/tmp/checktcp-load.progress"
+# Requests answered before the first reload, and after the last one.
+REQUESTS_AROUND_RELOADS = 200
 LOAD = "/usr/local/lib/checktcp-tests/load.py"
 # Each changes the checks (probe timeout, details) and haproxy.cfg (a timeout).
 CHANGES = (
@@ -30,26 +33,42 @@ class Reconfigured:
 
     def __init__(self, host, status, system, playbook):
         self.pages_before = [status.get(), status.get(headers=["Accept: application/json"])]
-        host.run(f"systemctl stop {LOAD_UNIT}; systemctl reset-failed {LOAD_UNIT}; rm -f {LOAD_OUT} {LOAD_STOP}")
+        host.run(f"systemctl stop {LOAD_UNIT}; systemctl reset-failed {LOAD_UNIT}; "
+                 f"rm -f {LOAD_OUT} {LOAD_STOP} {LOAD_PROGRESS}")
+        # Until the stop file, whatever the runs take (900 s at most).
         host.run_expect([0], (
             f"systemd-run --unit {LOAD_UNIT} --collect python3 {LOAD} --url http://127.0.0.1/ "
-            f"--threads 8 --seconds 300 --stop-file {LOAD_STOP} --out {LOAD_OUT}"))
+            f"--threads 8 --seconds 900 --stop-file {LOAD_STOP} --out {LOAD_OUT} --progress {LOAD_PROGRESS}"))
         self.runs, self.pids, self.pages_without_details = [], [], []
         try:
-            time.sleep(1.5)
+            # The load is flowing before the first reload...
+            self.wait_for_requests(host, 0)
             self.pids.append(system.haproxy_pids())
             for change in CHANGES:
                 self.runs.append(playbook.run(change))
                 self.pids.append(system.haproxy_pids())
                 if not self.pages_without_details:
                     self.pages_without_details = [status.get(), status.get(headers=["Accept: application/json"])]
-            time.sleep(1.5)
+            # ...and goes on through the new workers after the last one.
+            self.wait_for_requests(host, self.requests_done(host))
         finally:
             host.run(f"touch {LOAD_STOP}")
             host.run(f"timeout 30 sh -c 'until test -e {LOAD_OUT}; do sleep 0.2; done'")
         self.counts = json.loads(host.file(LOAD_OUT).content_string)
         self.pages_after = [status.get(), status.get(headers=["Accept: application/json"])]
         self.journal = status.journal()
+
+    @staticmethod
+    def requests_done(host):
+        text = host.run(f"cat {LOAD_PROGRESS} 2>/dev/null").stdout.strip()
+        return int(text) if text.isdigit() else 0
+
+    def wait_for_requests(self, host, since, within=30.0):
+        """Poll until load.py has answered REQUESTS_AROUND_RELOADS requests more than `since`."""
+        deadline = time.monotonic() + within
+        while self.requests_done(host) < since + REQUESTS_AROUND_RELOADS:
+            assert time.monotonic() < deadline, f"load.py answered {self.requests_done(host)} requests"
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ CONNECTION_OVERHEAD_BYTES = 4096
 # Client-triggered log messages: at most LOG_BURST per LOG_PERIOD_S seconds.
 LOG_BURST = 10
 LOG_PERIOD_S = 10.0
+# Listens on every IPv6 and IPv4 address (IPV6_V6ONLY off).
+DUAL_STACK_BIND = "::"
 
 
 def format_addr(addr):
@@ -230,6 +232,25 @@ class _Connection(asyncio.BufferedProtocol):
             self._arm(self._last_line + idle_timeout)
 
 
+def _dual_stack_socket(port):
+    """A TCP socket bound to [::]:port that takes IPv4 clients too.
+
+    asyncio binds every IPv6 socket with IPV6_V6ONLY, so "::" would leave
+    IPv4 clients (HAProxy probing 127.0.0.1 or the host's IPv4 address)
+    refused; "::" means every address here, as 0.0.0.0 does for IPv4.
+    """
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((DUAL_STACK_BIND, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class EchoServer:
     """The echo service; usable in-process: ``await start()``, ``await close()``."""
 
@@ -254,8 +275,12 @@ class EchoServer:
     async def start(self):
         """Listen; return the bound port (the real one when port 0 was asked)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.bind, self.port, start_serving=False)
+        if self.bind == DUAL_STACK_BIND:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), sock=_dual_stack_socket(self.port), start_serving=False)
+        else:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.bind, self.port, start_serving=False)
         for sock in self._server.sockets:
             # Inherited by accepted sockets: set before the first connection,
             # as shrinking a buffer after the window was offered drops data.
@@ -352,7 +377,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="TCP line echo server with a header line, for checktcp.")
     parser.add_argument("--bind", default="127.0.0.1",
-                        help="IPv4/IPv6 address or hostname (default %(default)s)")
+                        help="IPv4/IPv6 address or hostname; :: listens on IPv6 and IPv4 "
+                             "(default %(default)s)")
     parser.add_argument("--port", type=_int_range(0, 65535), default=8080,
                         help="TCP port, 0 picks a free one (default %(default)s)")
     parser.add_argument("--max-line-bytes", type=_int_range(1), default=4096,

@@ -17,9 +17,29 @@ MAX_RSS_BYTES = 64 * 1024 * 1024
 BLOCK = (b"n" * 63 + b"\n") * 1024  # 64 KiB of 64-byte lines
 
 
-def rss_bytes(pid):
+def rss_bytes(pid, field="VmRSS"):
+    """Resident memory of pid now (VmRSS), or its peak so far (VmHWM)."""
     with open("/proc/%d/status" % pid, encoding="ascii") as status:
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
+        return int(re.search(r"^%s:\s+(\d+) kB" % field, status.read(), re.M).group(1)) * 1024
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid, encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_until_idle(pid, quiet_samples=5, period=0.05, within=10.0):
+    """Poll until pid uses no CPU for quiet_samples periods in a row: it has taken in
+    all it will take. Fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    last, quiet = cpu_ticks(pid), 0
+    while quiet < quiet_samples:
+        assert time.monotonic() < deadline, "the server never went idle"
+        time.sleep(period)
+        now = cpu_ticks(pid)
+        quiet = quiet + 1 if now == last else 0
+        last = now
 
 
 def flood(socks, seconds):
@@ -68,11 +88,12 @@ def test_never_reading_clients_stay_under_the_ceiling(run_script, many_files, ec
             sock.setblocking(False)
             socks.append(sock)
         sent = flood(socks, seconds=20)
-        time.sleep(0.5)  # let the server take in what is in flight
-        after = rss_bytes(proc.proc.pid)
+        wait_until_idle(proc.proc.pid)  # it has taken in what was in flight
+        # The peak, not what is left: VmHWM.
+        after = rss_bytes(proc.proc.pid, "VmHWM")
         figures = (CLIENTS, before / 2**20, after / 2**20, sent / 2**20)
-        print("echo server RSS with %d never-reading clients: %.1f MiB before, %.1f MiB "
-              "after (%.0f MiB of lines sent)" % figures)
+        print("echo server RSS with %d never-reading clients: %.1f MiB before, peak %.1f MiB "
+              "(%.0f MiB of lines sent)" % figures)
         assert proc.proc.poll() is None, proc.lines
         assert after < MAX_RSS_BYTES, "RSS %.1f MiB" % (after / 2**20)
         # The documented bound per connection (module docstring, role README).

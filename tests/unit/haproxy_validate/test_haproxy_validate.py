@@ -331,3 +331,91 @@ def test_no_haproxy_running_gives_a_clear_answer(tmp_path, monkeypatch, capsys):
     code, _out, err = run(["--wait-reload", "none", 0.5], capsys)
     assert code == 1
     assert "did not confirm the reload within 0.5 s" in err and "is not running" in err, err
+
+
+def _kernel_v6only():
+    with open("/proc/sys/net/ipv6/bindv6only", encoding="ascii") as handle:
+        return handle.read().strip() == "1"
+
+
+def _ipv6_works():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_works(), reason="no IPv6 on this host")
+
+
+@pytest.fixture
+def no_running_haproxy(tmp_path, monkeypatch):
+    monkeypatch.setattr(validator, "PIDFILE", str(tmp_path / "none.pid"), raising=False)
+    monkeypatch.setattr(validator, "SERVICE", "checktcp-no-such-unit.service", raising=False)
+
+
+@needs_haproxy
+@needs_ipv6
+@pytest.mark.parametrize("options", ["", " v4v6"], ids=["kernel-default", "v4v6"])
+def test_a_dual_stack_bind_fails_while_another_program_holds_the_ipv4_port(
+        tmp_path, no_running_haproxy, foreign_listener, capsys, options):
+    """HAProxy's `bind :::PORT` takes IPv4 clients too (unless `v6only`): a program on
+    0.0.0.0:PORT makes HAProxy's bind fail, so the validation must fail too."""
+    if not options and _kernel_v6only():
+        pytest.skip("net.ipv6.bindv6only is 1 here: a plain :: bind is IPv6-only")
+    port = free_port(socket.AF_INET, "0.0.0.0")
+    foreign_listener(port, "0.0.0.0")
+    config = write_config(tmp_path, [f":::{port}{options}"])
+
+    code, _out, err = run([config], capsys)
+
+    assert code == 1, err
+    assert f"cannot bind :::{port} (IPv6 and IPv4): Address already in use" in err, err
+
+
+@needs_haproxy
+@needs_ipv6
+def test_a_v6only_bind_passes_while_another_program_holds_the_ipv4_port(
+        tmp_path, no_running_haproxy, foreign_listener, capsys):
+    port = free_port(socket.AF_INET, "0.0.0.0")
+    foreign_listener(port, "0.0.0.0")
+    config = write_config(tmp_path, [f":::{port} v6only"])
+
+    code, _out, err = run([config], capsys)
+
+    assert code == 0, err
+
+
+@needs_haproxy
+@needs_ipv6
+def test_haproxy_itself_refuses_the_dual_stack_bind_the_validator_refuses(
+        tmp_path, no_running_haproxy, foreign_listener, capsys):
+    """The validator's verdict is HAProxy's: HAProxy cannot start on that bind either."""
+    if _kernel_v6only():
+        pytest.skip("net.ipv6.bindv6only is 1 here: a plain :: bind is IPv6-only")
+    port = free_port(socket.AF_INET, "0.0.0.0")
+    foreign_listener(port, "0.0.0.0")
+    config = write_config(tmp_path, [f":::{port}"])
+
+    started = subprocess.run([HAPROXY, "-f", str(config), "-c"], capture_output=True, text=True, check=False)
+    assert started.returncode == 0, started.stderr  # `haproxy -c` binds nothing...
+    serving = subprocess.run([HAPROXY, "-db", "-f", str(config)], capture_output=True, text=True, check=False,
+                             timeout=30)
+    assert serving.returncode != 0 and "cannot bind" in serving.stderr.lower() + serving.stdout.lower(), \
+        serving.stderr  # ...but HAProxy cannot start on it
+    assert run([config], capsys)[0] == 1
+
+
+@pytest.mark.parametrize("options, expected", [
+    ([], None), (["v6only"], True), (["v4v6"], False), (["ssl", "crt", "/x.pem", "v6only"], True),
+])
+def test_v6only_option_of_a_bind(options, expected):
+    assert validator.v6only_option(options) is expected
+
+
+def test_every_listener_carries_its_v6only_option():
+    text = "bind :::80 v6only\nbind :::81,[::1]:82 v4v6\nbind *:83\n"
+    assert [(host, port, v6only) for _n, _spec, host, port, v6only in validator.listeners(text, {})] == [
+        ("::", 80, True), ("::", 81, False), ("::1", 82, False), ("*", 83, None)]
