@@ -20,6 +20,12 @@ export CHECKTCP_CACHE="$XDG_CACHE_HOME/checktcp"
 export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections"
 VENV="$CHECKTCP_ROOT/.venv"
 
+# A recipe's hash, for an image tag: its script without the line that prints
+# its --help (marked), which changes no image.
+recipe_hash() {
+  grep -v -- '# --help: not part of the recipe' "$1" | sha256sum | cut -c1-8
+}
+
 # The one place that knows the test images' tags: Debian version plus a hash
 # of the recipe (scripts/build-image), so a changed recipe rebuilds the image.
 image_ref() {
@@ -31,7 +37,7 @@ image_ref() {
     *) echo "image_ref: unknown image '${1:-}' (12|bookworm, 13|trixie or forky)" >&2; return 2 ;;
   esac
   printf 'localhost/checktcp-debian:%s-%s\n' "$version" \
-    "$(sha256sum "$CHECKTCP_ROOT/scripts/build-image" | cut -c1-8)"
+    "$(recipe_hash "$CHECKTCP_ROOT/scripts/build-image")"
 }
 # That image with HAProxy installed, for the loopback Lua tests of HAProxy
 # versions the host does not have (scripts/build-haproxy-image).
@@ -39,7 +45,7 @@ haproxy_image_ref() {
   local base
   base=$(image_ref "$1") || return
   printf 'localhost/checktcp-haproxy:%s-%s\n' "${base##*:}" \
-    "$(sha256sum "$CHECKTCP_ROOT/scripts/build-haproxy-image" | cut -c1-8)"
+    "$(recipe_hash "$CHECKTCP_ROOT/scripts/build-haproxy-image")"
 }
 CHECKTCP_IMAGE_12=$(image_ref 12)
 CHECKTCP_IMAGE_13=$(image_ref 13)
@@ -50,23 +56,31 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # System packages: podman runs the systemd containers (with runc), debootstrap
-# builds their image, haproxy runs the loopback Lua tests (faketime steps its
-# clock), wrk the benchmarks, and shellcheck lets ansible-test sanity check the
-# shell scripts.
+# builds their image, curl shows the page: all the demo needs. The tests add
+# haproxy for the loopback Lua tests (faketime steps its clock), wrk and gcc
+# for the benchmarks, shellcheck for ansible-test sanity, and Lua with luacheck.
+DEMO_PACKAGES=(podman runc debootstrap curl python3-venv)
 # The real servers of the conversation tests (tests/real_servers.py) run as
 # their own instances on free loopback ports: Debian's units are disabled after
 # the install so that none holds a default port.
 REAL_SERVER_PACKAGES=(redis-server memcached openssh-server exim4-daemon-light openssl)
 REAL_SERVER_UNITS=(redis-server memcached ssh exim4)
+TEST_PACKAGES=("${DEMO_PACKAGES[@]}" haproxy faketime git wrk shellcheck lua-check lua5.3 lua5.4 gcc libc6-dev
+               "${REAL_SERVER_PACKAGES[@]}")
 
+# Installs the packages given (default: TEST_PACKAGES) that are missing.
+# Returns non-zero, never exits: env.sh sources this into the user's shell.
 ensure_system_packages() {
-  local wanted=(podman runc debootstrap haproxy faketime curl git python3-venv wrk shellcheck
-                lua-check lua5.3 lua5.4 gcc libc6-dev "${REAL_SERVER_PACKAGES[@]}") missing=() pkg
+  local wanted=("$@") missing=() pkg
+  [[ ${#wanted[@]} -gt 0 ]] || wanted=("${TEST_PACKAGES[@]}")
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  [[ $(id -u) -eq 0 ]] || die "run as root, or install: ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then
+    printf 'error: run as root, or install: %s\n' "${missing[*]}" >&2
+    return 1
+  fi
   log "installing system packages: ${missing[*]}"
   apt-get update -qq || return 1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
@@ -96,13 +110,64 @@ ensure_venv() {
 }
 
 link_collection() {
-  local dir="$ANSIBLE_COLLECTIONS_PATH/ansible_collections/checktcp"
+  local dir="$XDG_CACHE_HOME/collections/ansible_collections/checktcp"
   mkdir -p "$dir" && ln -sfn "$CHECKTCP_ROOT" "$dir/haproxy_lua"
 }
 
 # Returns non-zero when any part fails (callers stop: `setup_all || exit 1`).
 setup_all() {
   ensure_system_packages && ensure_venv && link_collection
+}
+
+# The demo's own venv, smaller than the test tools: ansible-core alone
+# (requirements/demo.txt), and beside it the containers.podman collection for
+# the podman connection, taken from the wheel of the `ansible` package that
+# requirements/test.txt pins (Galaxy is out of reach), without installing it.
+DEMO_VENV="$XDG_CACHE_HOME/demo"
+ensure_demo_venv() {
+  local stamp="$DEMO_VENV/.requirements.sha256" sum pin wheels
+  pin=$(grep -x 'ansible==[0-9.]*' "$CHECKTCP_ROOT/requirements/test.txt") \
+    || { printf 'error: no ansible==X pin in requirements/test.txt\n' >&2; return 1; }
+  sum=$({ cat "$CHECKTCP_ROOT/requirements/demo.txt"; echo "$pin"; } | sha256sum | cut -d' ' -f1) || return 1
+  if [[ ! -x "$DEMO_VENV/bin/ansible-playbook" || ! -f "$stamp" || $(cat "$stamp") != "$sum" ]]; then
+    log "installing ansible-core (requirements/demo.txt) and containers.podman ($pin) into $DEMO_VENV"
+    rm -rf "$DEMO_VENV"
+    wheels=$(mktemp -d "${TMPDIR:-/tmp}/$CHECKTCP_ID-demo-wheel.XXXXXX") || return 1
+    if ! { python3 -m venv "$DEMO_VENV" \
+      && "$DEMO_VENV/bin/pip" install -q --no-cache-dir -r "$CHECKTCP_ROOT/requirements/demo.txt" \
+      && "$DEMO_VENV/bin/pip" download -q --no-cache-dir --no-deps -d "$wheels" "$pin" \
+      && "$DEMO_VENV/bin/python" - "$wheels"/ansible-*.whl "$DEMO_VENV/collections" <<'PY'
+import sys, zipfile
+prefix = "ansible_collections/containers/podman/"
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [name for name in wheel.namelist() if name.startswith(prefix)])
+PY
+    }; then
+      printf 'error: installing the demo tools into %s failed\n' "$DEMO_VENV" >&2
+      rm -rf "$wheels"
+      return 1
+    fi
+    rm -rf "$wheels"
+    echo "$sum" >"$stamp"
+  fi
+  export PATH="$DEMO_VENV/bin:$PATH"
+  export ANSIBLE_COLLECTIONS_PATH="$XDG_CACHE_HOME/collections:$DEMO_VENV/collections"
+}
+
+# What the demo and `source scripts/env.sh` need: podman, the demo venv, the
+# collection linked where Ansible finds it.
+setup_demo() {
+  ensure_system_packages "${DEMO_PACKAGES[@]}" && ensure_demo_venv && link_collection
+}
+
+# --help or -h as the first argument (ARGS after the script's path): print the
+# script's opening comment, which is its usage, and exit 0.
+help_if_asked() {
+  local script=$1
+  shift
+  [[ ${1:-} == -h || ${1:-} == --help ]] || return 0
+  sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$script"
+  exit 0
 }
 
 # The control-node matrix: ansible-core minors from requirements/control-nodes.txt.

@@ -426,13 +426,13 @@ class StatusService:
     # HAProxy
     def start(self, timeout=5.0, env=None):
         """Run HAProxy in the foreground, with ``env`` added to the environment
-        (bin/haproxy passes LD_PRELOAD and FAKETIME* on); return once the status
-        port answers."""
+        (bin/haproxy passes LD_PRELOAD and FAKETIME* on), its output kept in
+        ``stderr``; return once the status port answers."""
         with open(self.stderr, "wb") as stderr:
             self.proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(self.config)],
                                          cwd=self.workdir, stdin=subprocess.DEVNULL,
                                          env=dict(os.environ, **(env or {})),
-                                         stdout=subprocess.DEVNULL, stderr=stderr)
+                                         stdout=stderr, stderr=stderr)
         end = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -482,7 +482,8 @@ class StatusService:
                 return row
         raise AssertionError("no backend %s in show stat:\n%s" % (proxy, data.decode()))
 
-    # HAProxy's standard error, where the Lua service logs its reasons
+    # HAProxy's standard error, where the Lua service logs its reasons, and its
+    # standard output, where `log stdout` lines go
     def log_offset(self):
         return self.stderr.stat().st_size
 

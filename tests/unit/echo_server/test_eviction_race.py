@@ -10,9 +10,12 @@ import logging
 import socket
 import time
 
+import pytest
+
 ATTEMPTS = 2000
 
 
+@pytest.mark.slow
 def test_line_and_eviction_in_the_same_turn(start_server, caplog):
     caplog.set_level(logging.DEBUG)
     srv = start_server(max_connections=1, idle_timeout=30)

@@ -73,6 +73,7 @@ def many_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, old)
 
 
+@pytest.mark.slow
 def test_never_reading_clients_stay_under_the_ceiling(run_script, many_files, echo_module):
     proc = run_script("--port", "0")  # defaults: 4096-byte lines, 1024 connections
     line = proc.wait_for_line("listening on")
