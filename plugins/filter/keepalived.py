@@ -66,8 +66,11 @@ ADVERT_INT_RANGE = (1, 255)
 INTERVAL = 1
 FALL = 2
 RISE = 2
-# A page answers within the checks' timeout (a few ms more); the scripts wait this much longer.
-PAGE_SLACK_S = 1
+# A page answers within the checks' timeout (a few ms more). A script's request
+# waits PAGE_SLACK_S longer, and keepalived waits SCRIPT_SLACK_S more for the
+# script (a timed-out script counts as failed): room for a busy host.
+PAGE_SLACK_S = 2
+SCRIPT_SLACK_S = 2
 PAGE_TIMEOUT_MS_DEFAULT = 1000
 # The track and notify scripts (roles/keepalived/files/), in the folder the role
 # installs them to (its __keepalived_script_dir, handed over as script_dir).
@@ -310,10 +313,10 @@ def keepalived_instance(variables, facts, groups, hostvars, inventory_hostname):
 
     script_dir = str(variables.get("script_dir") or SCRIPT_DIR_DEFAULT).rstrip("/")
     check, notify = f"{script_dir}/{CHECK_SCRIPT}", f"{script_dir}/{NOTIFY_SCRIPT}"
-    # The scripts give up on a page a second after the slowest check's timeout.
+    # The scripts give up on a page PAGE_SLACK_S after the slowest check's timeout.
     page_timeout_s = math.ceil(_page_timeout_ms(variables.get("haproxy_checktcp_timeout_ms"),
                                                 variables.get("haproxy_checktcp_checks")) / 1000) + PAGE_SLACK_S
-    script_timeout = page_timeout_s + 1
+    script_timeout = page_timeout_s + SCRIPT_SLACK_S
     scripts = [
         {"name": "checktcp_alive", "args": [check, "alive", url, str(page_timeout_s)],
          "interval": INTERVAL, "timeout": script_timeout, "weight": 0, "fall": FALL, "rise": RISE},
@@ -323,7 +326,7 @@ def keepalived_instance(variables, facts, groups, hostvars, inventory_hostname):
     if not preempt:
         scripts.append(
             {"name": "checktcp_holder", "args": [check, "holds", str(vip.ip), interface],
-             "interval": INTERVAL, "timeout": 2, "weight": HOLDER_WEIGHT, "fall": 1, "rise": 1})
+             "interval": INTERVAL, "timeout": SCRIPT_SLACK_S + 1, "weight": HOLDER_WEIGHT, "fall": FALL, "rise": 1})
     return {
         "name": INSTANCE_NAME,
         "vip": str(vip),
