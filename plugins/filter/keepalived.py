@@ -67,10 +67,12 @@ INTERVAL = 1
 FALL = 2
 RISE = 2
 # A page answers within the checks' timeout (a few ms more). A script's request
-# waits PAGE_SLACK_S longer, and keepalived waits SCRIPT_SLACK_S more for the
-# script (a timed-out script counts as failed): room for a busy host.
-PAGE_SLACK_S = 2
-SCRIPT_SLACK_S = 2
+# waits PAGE_SLACK_S longer, room for a busy host; keepalived kills a script
+# SCRIPT_SLACK_S after that (a timed-out script counts as failed), so only a
+# script stuck far past its own limit is killed. A refused connection or a 503
+# fails at once: neither slows a failover.
+PAGE_SLACK_S = 3
+SCRIPT_SLACK_S = 10
 PAGE_TIMEOUT_MS_DEFAULT = 1000
 # The track and notify scripts (roles/keepalived/files/), in the folder the role
 # installs them to (its __keepalived_script_dir, handed over as script_dir).
@@ -326,7 +328,7 @@ def keepalived_instance(variables, facts, groups, hostvars, inventory_hostname):
     if not preempt:
         scripts.append(
             {"name": "checktcp_holder", "args": [check, "holds", str(vip.ip), interface],
-             "interval": INTERVAL, "timeout": SCRIPT_SLACK_S + 1, "weight": HOLDER_WEIGHT, "fall": FALL, "rise": 1})
+             "interval": INTERVAL, "timeout": SCRIPT_SLACK_S, "weight": HOLDER_WEIGHT, "fall": FALL, "rise": 1})
     return {
         "name": INSTANCE_NAME,
         "vip": str(vip),

@@ -69,8 +69,10 @@ def sh(node, command, check=True):
 
 
 def journal(node, since):
-    """keepalived's journal since `since`, with the notify script's lines (run in its unit)."""
-    return sh(node, f"journalctl --no-pager -o short-precise -u keepalived --since '@{since:.3f}'", check=False).stdout
+    """keepalived's lines since `since`, and the notify script's (by tag: a process that short-lived
+    may miss its unit in the journal)."""
+    return sh(node, "journalctl --no-pager -o short-precise -t Keepalived -t Keepalived_vrrp -t checktcp-keepalived "
+                    f"--since '@{since:.3f}'", check=False).stdout
 
 
 def journals(since):

@@ -104,10 +104,10 @@ def test_the_scripts_and_their_weights():
     assert scripts['checktcp_alive']['weight'] == 0          # FAULT: HAProxy does not answer
     assert scripts['checktcp_page']['weight'] == -PAGE_WEIGHT
     assert scripts['checktcp_holder']['weight'] == HOLDER_WEIGHT
-    assert scripts['checktcp_page']['args'] == ['/usr/local/lib/checktcp/keepalived-check', 'ok', 'http://127.0.0.1:80/', '3']
+    assert scripts['checktcp_page']['args'] == ['/usr/local/lib/checktcp/keepalived-check', 'ok', 'http://127.0.0.1:80/', '4']
     assert scripts['checktcp_holder']['args'][2:] == ['10.0.0.100', 'eth0']
-    # A page answers within its timeout (1 s): the request waits 2 s more, keepalived 2 s more for the script.
-    assert scripts['checktcp_page']['timeout'] == 5
+    # A page answers within its timeout (1 s): the request waits 3 s more, keepalived 10 s more for the script.
+    assert scripts['checktcp_page']['timeout'] == 14
 
 
 def test_preempt_drops_the_holders_bonus():
@@ -234,7 +234,7 @@ def test_the_page_timeout_follows_the_slowest_check():
     result = instance(haproxy_checktcp_timeout_ms=500, haproxy_checktcp_checks=[{'name': 'slow', 'timeout_ms': 4500}])
 
     page = next(s for s in result['scripts'] if s['name'] == 'checktcp_page')
-    assert (page['args'][3], page['timeout']) == ('7', 9)
+    assert (page['args'][3], page['timeout']) == ('8', 18)
 
 
 def test_not_a_dict():
