@@ -236,7 +236,8 @@ def _settings(where, check, defaults):
     if ca is not None and (not isinstance(ca, str) or not ca.strip() or CONTROL_RE.search(ca)):
         where.fail("tls_ca", given, "must be unset or the path of a PEM file on the controller", ca)
     out["tls_ca"] = None if ca is None else str(ca)
-    out["tls_ca_variable"] = where.setting("tls_ca", given)
+    if ca is not None:
+        out["tls_ca_variable"] = where.setting("tls_ca", given)
     return out, values["policy"]
 
 
@@ -256,10 +257,10 @@ def _conversation(where, check, ca_dir):
     check["tls_ca_file"] = None
     if check["tls_ca"] is not None:
         check["tls_ca_file"] = "%s/checktcp-ca-%s.pem" % (ca_dir, check["name"])
-    for target in targets:
-        target["server_words"] = conversation.server_words(
-            check["tls"], check["tls_verify"], check["tls_ca_file"],
-            conversation.default_sni(target["host"], check["tls_sni"]), check["proxy_protocol"])
+    # The words of each target's server line (in the order of targets), for TLS and PROXY.
+    check["server_words"] = [conversation.server_words(
+        check["tls"], check["tls_verify"], check["tls_ca_file"],
+        conversation.default_sni(target["host"], check["tls_sni"]), check["proxy_protocol"]) for target in targets]
     return check
 
 

@@ -55,11 +55,33 @@ REJECTED = {
     "bad-default-timeout": (lambda port: {"haproxy_checktcp_timeout_ms": "60001", "haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port)}]},
         ["haproxy_checktcp_timeout_ms: ", 'timeout_ms="60001"']),
+    # The conversation language (issue 17): the check and the step are named.
+    "unknown-preset": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "preset": "postgres"}]},
+        ['haproxy_checktcp_checks[0] (name "web"): preset: must be one of echo, http, memcached, redis, smtp, ssh']),
+    "unknown-step-key": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "steps": [{"send": "PING\r\n"}, {"expext": "+PONG"}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): steps: step 2 has an unknown key "expext"']),
+    "two-keys-in-a-step": (lambda port: {"haproxy_checktcp_steps": [{"send": "PING\r\n", "expect": "+PONG"}]},
+                           ["haproxy_checktcp_steps: step 1 must have exactly one key"]),
+    "invalid-regex": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "steps": [{"expect_regex": "^220 ("}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): steps: step 1 (expect_regex) is not a valid regular expression']),
+    "invalid-hex": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "steps": [{"send_hex": "0g"}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): steps: step 1 (send_hex) must be an even number of hex digits']),
+    "proxy-v3": (lambda port: {"haproxy_checktcp_proxy_protocol": "v3"},
+                 ["haproxy_checktcp_proxy_protocol: must be one of none, v1, v2"]),
+    "tls-ca-missing": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "tls": True, "tls_ca": "/nonexistent/checktcp-ca.pem"}]},
+        ['haproxy_checktcp_checks[0] (name "web"): tls_ca: "/nonexistent/checktcp-ca.pem" is not a file on the '
+         'controller']),
     "small-bufsize": (lambda port: {"haproxy_tune_bufsize": 8192},
                       ["haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576 (got 8192)"]),
 }
 # Cases that fail in another validation task than VALIDATION_TASK.
-REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size"}
+REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size",
+                    "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller"}
 
 ACCEPTED = {
     "timeout-as-string": lambda port: {"haproxy_checktcp_timeout_ms": "500", "haproxy_checktcp_skip_lines": "1",

@@ -17,14 +17,21 @@ import pytest
 from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 
 from ansible_collections.checktcp.haproxy_lua.plugins.filter import checktcp
+from ansible_collections.checktcp.haproxy_lua.plugins.module_utils import conversation
 
 # The role's defaults (roles/haproxy/defaults/main.yml), without their prefix.
 DEFAULTS = {
     "send": "check", "expect": "check", "skip_lines": 1, "timeout_ms": 1000, "policy": "all",
     "mode": "live", "interval_ms": 2000, "details": True, "targets": None, "targets_group": "echo_servers",
+    "min_probe_interval_ms": 50, "preset": "echo", "steps": None, "tls": False, "tls_verify": True,
+    "tls_ca": None, "tls_sni": None, "proxy_protocol": "none", "rise": 1, "fall": 1,
 }
 SETTINGS = {"send": "check", "expect": "check", "skip_lines": 1, "timeout_ms": 1000, "mode": "live",
-            "interval_ms": 2000, "details": True}
+            "interval_ms": 2000, "details": True, "min_probe_interval_ms": 50, "preset": "echo", "steps": None,
+            "tls": False, "tls_verify": True, "tls_ca": None, "tls_sni": None, "proxy_protocol": "none",
+            "rise": 1, "fall": 1}
+# What every expansion carries for the Lua service, from conversation.py.
+LANGUAGE = {"max_line_bytes": conversation.MAX_LINE_BYTES, "line_regex_flags": conversation.LINE_REGEX_FLAGS}
 LUA_INTERPRETERS = ("lua5.3", "lua5.4")
 
 
@@ -48,8 +55,15 @@ def target(host, port, name=None, family="any"):
 
 
 def check(name, path, targets, policy="all", required=None, **settings):
-    return dict(SETTINGS, name=name, path=path, targets=targets, policy=policy,
-                required=len(targets) if required is None else required, **settings)
+    """A check as checktcp_checks returns it; its conversation compiled by conversation.py."""
+    out = dict(SETTINGS, name=name, path=path, targets=targets, policy=policy,
+               required=len(targets) if required is None else required, tls_ca_file=None, **settings)
+    out["ops"] = conversation.conversation_ops(out["preset"], out["steps"], send=out["send"], expect=out["expect"],
+                                               skip_lines=out["skip_lines"], host=targets[0]["host"])
+    out["tcp_check_rules"] = conversation.tcp_check_rules(out["ops"])
+    # No TLS, no PROXY protocol: no words on the server lines.
+    out["server_words"] = [{"relay": [], "check": []} for _ in targets]
+    return out
 
 
 # ------------------------------------------------------- the single check
@@ -58,7 +72,7 @@ def check(name, path, targets, policy="all", required=None, **settings):
 def test_unset_checks_give_one_catch_all_check_with_the_fallback_target(checks):
     result = expand(checks)
 
-    assert result == {"catch_all": True, "overview_path": "/",
+    assert result == {"catch_all": True, "overview_path": "/", **LANGUAGE,
                       "checks": [check("checktcp", "/", [target("127.0.0.1", 8080)])]}
 
 
@@ -203,7 +217,7 @@ GROUPS = {"web_echo": ["echo-v4", "echo-name"], "empty": []}
 def test_named_checks(checks, expected):
     result = expand(checks, groups=GROUPS, hostvars=HOSTVARS)
 
-    assert result == {"catch_all": False, "overview_path": "/", "checks": expected}
+    assert result == {"catch_all": False, "overview_path": "/", **LANGUAGE, "checks": expected}
 
 
 def test_an_unnamed_ipv6_target_is_shown_bracketed():
@@ -316,7 +330,7 @@ GETENT_BOTH = "2001:db8::1  STREAM echo.example\n2001:db8::1  DGRAM  \n192.0.2.1
     ("any", "10.0.0.5", "10.0.0.5"),
 ])
 def test_resolve_takes_the_address_of_the_targets_family(family, answer, expected):
-    wanted = {"catch_all": False, "overview_path": "/", "checks": [
+    wanted = {"catch_all": False, "overview_path": "/", **LANGUAGE, "checks": [
         check("web", "/web", [target("echo.example", 80, family=family), target("10.0.0.1", 81)])]}
     before = copy.deepcopy(wanted)
 
@@ -328,7 +342,7 @@ def test_resolve_takes_the_address_of_the_targets_family(family, answer, expecte
 
 
 def test_resolve_prefers_the_family_key():
-    wanted = {"catch_all": False, "overview_path": "/", "checks": [
+    wanted = {"catch_all": False, "overview_path": "/", **LANGUAGE, "checks": [
         check("a", "/a", [target("echo", 80, family="ipv4")]),
         check("b", "/b", [target("echo", 80, family="ipv6")])]}
 
@@ -350,7 +364,7 @@ def test_resolve_prefers_the_family_key():
     (False, "any", [], ['(check "web", target "echo.example:80"): echo.example does not resolve on the HAProxy host']),
 ])
 def test_resolve_without_an_address_of_the_family_fails(catch_all, family, answer, expected):
-    wanted = {"catch_all": catch_all, "overview_path": "/", "checks": [
+    wanted = {"catch_all": catch_all, "overview_path": "/", **LANGUAGE, "checks": [
         check("web", "/", [target("echo.example", 80, family=family)])]}
 
     with pytest.raises(AnsibleError) as raised:

@@ -25,6 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[4]
 DEFAULTS = {
     "send": "check", "expect": "check", "skip_lines": 1, "timeout_ms": 1000, "policy": "all",
     "mode": "live", "interval_ms": 2000, "details": True, "targets": None, "targets_group": "echo_servers",
+    "min_probe_interval_ms": 50, "preset": "echo", "steps": None, "tls": False, "tls_verify": True,
+    "tls_ca": None, "tls_sni": None, "proxy_protocol": "none", "rise": 1, "fall": 1,
 }
 INJECTED = "*:80\n    http-request return status 200 content-type text/plain string OK"
 
