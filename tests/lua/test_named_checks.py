@@ -180,8 +180,10 @@ def test_metrics_carry_a_check_label(bed):
     assert sample(after, "checktcp_up", check="three", target="echo-three") == 1
     for name in ("one", "two"):
         assert sample(after, "checktcp_probes_total", check=name, target="echo-" + name) >= 1
-    # HAProxy's health checks probe the cached check: they count their failures only.
-    assert sample(after, "checktcp_probe_failures_total", check="three", target="echo-three") == 0
+    # HAProxy's health checks probe the cached check: they count their failures only,
+    # and none failed while its target answered.
+    assert (sample(after, "checktcp_probe_failures_total", check="three", target="echo-three")
+            == sample(before, "checktcp_probe_failures_total", check="three", target="echo-three"))
 
     def grew(name, verdict):
         return (sample(after, "checktcp_requests_total", check=name, verdict=verdict)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import pathlib
+import re
 import socket
 import subprocess
 import time
@@ -22,7 +22,7 @@ import types
 import pytest
 import yaml
 
-from conftest import REPO, LOOPBACK, http_request, wait_status
+from conftest import REPO, LOOPBACK, free_ports, http_request, wait_status
 
 TIMEOUT_MS = 500
 # The role's default spacing of a target's live probes (checked below).
@@ -37,9 +37,10 @@ def role_default(name):
 
 @pytest.fixture(scope="module")
 def beds(deploy, fake_servers):
-    flooded, spaced_off, secret, secret_cached, public = fake_servers(5)
+    flooded, spaced_off, secret, secret_cached, public, half_up = fake_servers(6)
     allow = {"haproxy_status_details_allow": ["127.0.0.1/32"]}
-    spaced, unspaced, hidden = deploy(
+    refused = {"host": LOOPBACK, "port": free_ports()[0], "name": "refused"}
+    spaced, unspaced, hidden, half = deploy(
         {"haproxy_checktcp_targets": [flooded.target], "haproxy_checktcp_timeout_ms": TIMEOUT_MS,
          "haproxy_checktcp_min_probe_interval_ms": SPACING_MS},
         {"haproxy_checktcp_targets": [spaced_off.target], "haproxy_checktcp_timeout_ms": TIMEOUT_MS},
@@ -49,9 +50,10 @@ def beds(deploy, fake_servers):
              "details": False, "mode": "cached", "interval_ms": 200},
             {"name": "public", "targets": [dict(public.target, name="public-target")]},
         ]),
+        {"haproxy_checktcp_targets": [dict(half_up.target, name="answering"), refused]},
     )
     return types.SimpleNamespace(spaced=spaced, unspaced=unspaced, hidden=hidden, flooded=flooded,
-                                 spaced_off=spaced_off)
+                                 spaced_off=spaced_off, half=half, half_up=half_up, refused=refused)
 
 
 def flood(service, seconds, clients):
@@ -132,3 +134,17 @@ def test_json_is_chosen_by_any_accept_header(beds):
     head, body = raw_request(beds.spaced.port, ["Accept: text/html", "Accept: application/json"])
     assert "content-type: application/json" in head.lower(), head
     assert json.loads(body)["status"] == "OK"
+
+
+def test_details_show_the_address_probed_and_a_partial_failure_says_so(beds):
+    """Issue 20, point 4: an operator sees which host:port each target is, and a
+    policy failing with some targets up is not 'does not answer'."""
+    response = wait_status(beds.half, 503, 5)
+    page = response.body.decode()
+    for address in (beds.half_up.name, "%s:%d" % (LOOPBACK, beds.refused["port"])):
+        assert "<td>%s</td>" % address in page, page
+    assert "Only 1 of 2 targets answer; 2 required." in page, page
+    assert re.search(r"<td>\d\d:\d\d:\d\d\.\d{3}Z \(\d+\.\d s ago\)</td>", page), page
+    document = json.loads(http_request(beds.half.port, headers={"Accept": "application/json"}).body)
+    assert [target["address"] for target in document["targets"]] == [
+        beds.half_up.name, "%s:%d" % (LOOPBACK, beds.refused["port"])], document
