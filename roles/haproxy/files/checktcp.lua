@@ -617,9 +617,9 @@ local STYLE = table.concat({
   ".v-ok{color:#17803d;font-weight:700}.v-ko{color:#b42318;font-weight:700}.v-pending{color:#6b7280}",
   "a{color:inherit}",
   -- Phones: smaller table text, and a target table drops its per-target time
-  -- (4th of 5 columns; the check's time is above it) so the reason stays in view.
+  -- (5th of 6 columns; the check's time is above it) so the reason stays in view.
   "@media (max-width:40rem){h1{font-size:2rem}main{padding:.5rem}table{font-size:.875rem}th,td{padding:.3rem}"
-    .. "tr>:nth-child(4):nth-last-child(2){display:none}}",
+    .. "tr>:nth-child(5):nth-last-child(2){display:none}}",
 }, "\n")
 
 local function page(word, title, refresh, content)
@@ -647,25 +647,39 @@ local function row_verdict(row)
   return row.ok and "OK" or "KO", row.ok and "v-ok" or "v-ko"
 end
 
+-- What the page's header says: a failing policy with some targets up says so.
+local function headline(check, v)
+  local service = check.echo and "The echo service" or "The service"
+  if v.ok then return service .. " answers." end
+  if v.up > 0 then
+    return string.format("Only %d of %d targets answer; %d required.", v.up, #v.rows, check.required)
+  end
+  return service .. " does not answer."
+end
+
+-- A time of day, and how long ago it was, for a page read by people.
+local function stamp(ms, now)
+  return string.format("%s (%.1f s ago)", utc(ms):sub(12), math.max(now - ms, 0) / 1000)
+end
+
 local function render_check_html(check, v, details, refresh)
   local word = v.ok and "OK" or "KO"
   local title = config.catch_all and "checktcp" or check.name
+  local now = wall_ms()
   local out = {
-    "<header><h1>", word, "</h1>\n<p>",
-    v.ok and "The echo service answers." or "The echo service does not answer.",
-    "</p></header>\n",
+    "<header><h1>", word, "</h1>\n<p>", headline(check, v), "</p></header>\n",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
     ', checked <time datetime="', utc(v.wall), '">', utc(v.wall), "</time></p>\n",
   }
   if details then
-    out[#out + 1] = '<div class="scroll"><table>\n<tr><th>target</th><th>verdict</th>'
+    out[#out + 1] = '<div class="scroll"><table>\n<tr><th>target</th><th>address</th><th>verdict</th>'
       .. "<th>probe ms</th><th>checked (UTC)</th><th>reason</th></tr>\n"
-    for _, row in ipairs(v.rows) do
+    for i, row in ipairs(v.rows) do
       local text, class = row_verdict(row)
       out[#out + 1] = string.format(
-        '<tr><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>\n',
-        html_escape(row.name), class, text, row.ms, row.wall and utc(row.wall):sub(12) or "-",
-        html_escape(row.reason))
+        '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>\n',
+        html_escape(row.name), html_escape(check.targets[i].address), class, text, row.ms,
+        row.wall and stamp(row.wall, now) or "-", html_escape(row.reason))
     end
     out[#out + 1] = "</table></div>\n"
   end
@@ -682,9 +696,11 @@ local function render_check_json(check, v, details)
   if details then
     local items = {}
     for i, row in ipairs(v.rows) do
-      items[i] = string.format('{"target":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,"reason":%s}',
-        json_string(row.name), tostring(row.ok), row.pending and '"pending":true,' or "", row.ms,
-        row.wall and json_string(utc(row.wall)) or "null", json_string(row.reason))
+      items[i] = string.format(
+        '{"target":%s,"address":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,"reason":%s}',
+        json_string(row.name), json_string(check.targets[i].address), tostring(row.ok),
+        row.pending and '"pending":true,' or "", row.ms, row.wall and json_string(utc(row.wall)) or "null",
+        json_string(row.reason))
     end
     out[#out + 1] = ',"checked_at":' .. json_string(utc(v.wall))
     out[#out + 1] = ',"targets":[' .. table.concat(items, ",") .. "]"
