@@ -44,6 +44,7 @@ LOOPBACK = "127.0.0.1"
 CONNECTION_LIFETIME = 5.0
 # More than HAProxy's clock resolution (1 ms): see FakeEchoServer.behave.
 SETTLE = 0.005
+RENDER_TIMEOUT_S = 600
 # Inside the clone, so two clones testing side by side never share it.
 FAILURE_TABLE_FILE = REPO / ".cache" / "failure-table.md"
 
@@ -416,7 +417,9 @@ class StatusService:
 
     def render_wait(self):
         """Return (exit status, output) of the render started last."""
-        returncode = self._render.wait(120)
+        # A guard against a hung render, not a speed limit: renders started
+        # together share 2 cores, and a 200-target one alone takes seconds.
+        returncode = self._render.wait(RENDER_TIMEOUT_S)
         return returncode, self.render_log.read_text(errors="replace")
 
     def render(self, variables=None):
