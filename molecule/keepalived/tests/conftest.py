@@ -41,9 +41,10 @@ CLIENT_PAUSE_S = 0.05
 # The page answers within the check's timeout (1 s); a slower answer counts as slow.
 CLIENT_TIMEOUT_S = 3.0
 SLOW_S = 1.5
-# The monitor stops by itself after this long, or this many requests.
-MONITOR_MAX_S = 900
-CLIENT_MAX_REQUESTS = 100000
+# The monitor stops by itself after this long, or this many requests (a
+# session takes a few minutes; far longer on a machine shared with other test beds).
+MONITOR_MAX_S = 3600
+CLIENT_MAX_REQUESTS = 200000
 
 # From plugins/filter/keepalived.py and the role's defaults: track scripts every
 # INTERVAL s with FALL failures, adverts every ADVERT_INT s; a backup takes over
@@ -190,6 +191,9 @@ class Monitor:
         """Poll until condition() is true; return the time it first held (from the records)."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
+            if not all(thread.is_alive() for thread in self.threads):
+                raise AssertionError(f"the monitor has stopped (after {MONITOR_MAX_S} s or "
+                                     f"{CLIENT_MAX_REQUESTS} requests): cannot tell whether {what}")
             found = condition()
             if found:
                 return found

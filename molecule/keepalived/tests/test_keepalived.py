@@ -104,7 +104,8 @@ def test_one_node_holds_the_address_after_converge(monitor):
 
 
 def test_check_mode_on_the_converged_hosts_changes_nothing():
-    result = run_playbook("converge.yml", extra=("--check",))
+    """The keepalived role in check mode (site.yml's other roles: molecule/default's check step)."""
+    result = run_playbook("apply.yml", extra=("--check", "--diff"))
     hosts = recap(result.stdout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert hosts and all(counts["changed"] == 0 for counts in hosts.values()), result.stdout[-4000:]

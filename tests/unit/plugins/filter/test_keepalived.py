@@ -14,7 +14,9 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.checktcp.haproxy_lua.plugins.filter.keepalived import (
     HOLDER_WEIGHT, MAX_SPREAD, PAGE_WEIGHT, PRIORITY_RANGE, FilterModule, keepalived_instance)
 
-LB1, LB2, LB3 = 'lb1.example.com', 'lb2.example.com', 'lb3.example.com'
+LB1 = 'lb1.example.com'
+LB2 = 'lb2.example.com'
+LB3 = 'lb3.example.com'
 DEFAULTS = {
     'keepalived_vip': '10.0.0.100/24',
     'keepalived_interface': None,
