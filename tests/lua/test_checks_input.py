@@ -61,7 +61,8 @@ REJECTED = {
     # The conversation language (issue 17): the check and the step are named.
     "unknown-preset": (lambda port: {"haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port), "preset": "postgres"}]},
-        ['haproxy_checktcp_checks[0] (name "web"): preset: must be one of echo, http, memcached, redis, smtp, ssh']),
+        ["value of preset must be one of: echo, redis, memcached, smtp, ssh, http, got: postgres found in "
+         "haproxy_checktcp_checks"]),
     "unknown-step-key": (lambda port: {"haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port), "steps": [{"send": "PING\r\n"}, {"expext": "+PONG"}]}]},
         ['haproxy_checktcp_checks[0] (name "web"): steps: step 2 has an unknown key "expext"']),
@@ -74,7 +75,7 @@ REJECTED = {
         {"name": "web", "targets": target(port), "steps": [{"send_hex": "0g"}]}]},
         ['haproxy_checktcp_checks[0] (name "web"): steps: step 1 (send_hex) must be an even number of hex digits']),
     "proxy-v3": (lambda port: {"haproxy_checktcp_proxy_protocol": "v3"},
-                 ["haproxy_checktcp_proxy_protocol: must be one of none, v1, v2"]),
+                 ["value of haproxy_checktcp_proxy_protocol must be one of: none, v1, v2, got: v3"]),
     "tls-ca-missing": (lambda port: {"haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port), "tls": True, "tls_ca": "/nonexistent/checktcp-ca.pem"}]},
         ['haproxy_checktcp_checks[0] (name "web"): tls_ca: "/nonexistent/checktcp-ca.pem" is not a file on the '
@@ -83,7 +84,10 @@ REJECTED = {
                       ["haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576 (got 8192)"]),
 }
 # Cases that fail in another validation task than VALIDATION_TASK.
+# The role's argument specs refuse a value outside their choices first.
+ARGUMENT_SPEC_TASK = "Validating arguments against arg spec 'main' - Install HAProxy and serve the checktcp Lua status page."
 REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size",
+                    "unknown-preset": ARGUMENT_SPEC_TASK, "proxy-v3": ARGUMENT_SPEC_TASK,
                     "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller"}
 
 ACCEPTED = {
@@ -102,8 +106,13 @@ def files(service):
     return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
+def failure_at(output):
+    """Where the failure starts: "fatal:", or "failed:" for a task over a loop."""
+    return min(output.index(word) for word in ("fatal:", "failed: [") if word in output)
+
+
 def failed_task(output):
-    return output[:output.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    return output[:failure_at(output)].rsplit("TASK [", 1)[1].split("]", 1)[0]
 
 
 class Run:
@@ -152,7 +161,7 @@ def test_bad_checks_stop_the_play_before_any_file_changes(runs, name):
 
     assert run.returncode != 0, run.output
     assert failed_task(run.output).endswith(REJECTED_BY_TASK.get(name, VALIDATION_TASK)), run.output
-    message = run.output[run.output.index("fatal:"):]
+    message = run.output[failure_at(run.output):]
     # The message is wrapped by the callback: compare it unwrapped.
     unwrapped = " ".join(message.split())
     for text in REJECTED[name][1]:

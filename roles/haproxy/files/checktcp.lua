@@ -573,7 +573,10 @@ local function engine_verdict(check)
     elseif row.ok and status:find("OK$") then
       row.reason = "reply matched"
     else
+      -- HAProxy blanks last_chk while a check runs: keep the last one said.
       local detail = tostring(stats.last_chk or "")
+      if detail == "" and st.engine_status == status then detail = st.engine_detail end
+      st.engine_status, st.engine_detail = status, detail
       row.reason = detail ~= "" and (status .. ": " .. detail) or status
     end
     if row.ok then up = up + 1 end
