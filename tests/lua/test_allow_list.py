@@ -28,7 +28,7 @@ def request_from(source, port, path="/"):
     with socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0)) as sock:
         sock.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (path, LOOPBACK, port)).encode())
         data = b"".join(iter(lambda: sock.recv(65536), b""))
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _separator, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode("utf-8", errors="replace")
 
 
@@ -52,9 +52,9 @@ def test_refusal_names_the_address_seen_not_the_list(guarded):
 
 
 def test_a_refused_address_is_logged_once_while_it_keeps_coming(guarded):
-    service, _ = guarded
+    service, _fake = guarded
     offset = service.log_offset()
-    for _ in range(5):
+    for _attempt in range(5):
         assert request_from("127.0.0.6", service.port)[0] == 403
     # Another refused address afterwards: once its line is there, so are the ones before it.
     assert request_from("127.0.0.7", service.port)[0] == 403
@@ -65,7 +65,7 @@ def test_a_refused_address_is_logged_once_while_it_keeps_coming(guarded):
 
 
 def test_allowed_clients_are_answered_and_not_logged(guarded):
-    service, _ = guarded
+    service, _fake = guarded
     offset = service.log_offset()
     status, body = request_from(ALLOWED, service.port)
     assert status == 200, body

@@ -139,7 +139,7 @@ def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
     sampler = Sampler(service.port, "/")
     sampler.start()
     try:
-        for _ in range(3):
+        for _cycle in range(3):
             reload()
             time.sleep(WATCH_RELOADED_S)
             service.stop()

@@ -199,7 +199,7 @@ def test_two_hundred_targets_get_a_full_page(beds, bed):
 def test_two_hundred_cached_targets_get_a_native_text_answer(beds):
     service = beds.many_cached
     wait_status(service, 200, 5)
-    answers = [checked(service.request(path="/?format=text")) for _ in range(10)]
+    answers = [checked(service.request(path="/?format=text")) for _request in range(10)]
     assert [(response.status, response.body) for response in answers] == [(200, b"OK\n")] * 10
 
 

@@ -102,7 +102,7 @@ def test_probe_rate_follows_the_spacing_not_the_request_rate(beds):
 def test_probes_leave_no_time_wait_on_the_proxy(beds):
     """The relay closes the probe's connection with a reset: the proxy's ports stay free."""
     wait_status(beds.unspaced, 200, 5)
-    statuses, _ = flood(beds.unspaced, 0.5, 1)
+    statuses, _oldest = flood(beds.unspaced, 0.5, 1)
     assert set(statuses) == {200}, statuses
     assert time_wait_to(beds.spaced_off.port) == []
 
@@ -111,7 +111,7 @@ def test_probes_leave_no_time_wait_on_the_proxy(beds):
 @pytest.mark.parametrize("accept", ["text/html", "application/json"])
 def test_a_checks_hidden_details_win_over_the_allow_list(beds, path, name, accept):
     response = wait_status(beds.hidden, 200, 5, path=path)
-    for _ in range(3):
+    for _attempt in range(3):
         response = http_request(beds.hidden.port, path=path, headers={"Accept": accept})
         assert response.status == 200, response
         assert name.encode() not in response.body, response.body
@@ -125,7 +125,7 @@ def raw_request(port, header_lines):
         sock.sendall(("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n" % "".join(
             line + "\r\n" for line in header_lines)).encode())
         data = b"".join(iter(lambda: sock.recv(65536), b""))
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _separator, body = data.partition(b"\r\n\r\n")
     return head.decode("latin-1"), body
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 

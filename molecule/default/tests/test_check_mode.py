@@ -17,5 +17,5 @@ def test_check_mode_on_converged_hosts_reports_no_change():
     assert result.returncode == 0, output
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.M)
     assert recap, output
-    changed = {host: int(count) for host, count, _, _ in recap if int(count)}
+    changed = {host: int(count) for host, count, _unreachable, _failed in recap if int(count)}
     assert changed == {}, "check mode would change the converged hosts: %s\n%s" % (changed, output)

@@ -211,7 +211,7 @@ class Monitor:
     def first_200_since(self, since):
         """End time of the first 200 answer to a request started after `since`, or None."""
         with self.lock:
-            for start, end, status, _ in self.answers:
+            for start, end, status, _holder in self.answers:
                 if start >= since and status == 200:
                     return end
         return None
@@ -231,7 +231,7 @@ class Monitor:
 
     def longest_gap(self, start, end):
         """Longest time between two consecutive 200 answers (their ends) in [start, end]."""
-        ends = [e for s, e, status, _ in self.answers_between(start - 5, end) if status == 200]
+        ends = [e for s, e, status, _holder in self.answers_between(start - 5, end) if status == 200]
         gaps = [b - a for a, b in zip(ends, ends[1:]) if b >= start]
         return max(gaps, default=0.0)
 

@@ -62,7 +62,7 @@ def check(name, path, targets, policy="all", required=None, **settings):
                                                skip_lines=out["skip_lines"], host=targets[0]["host"])
     out["tcp_check_rules"] = conversation.tcp_check_rules(out["ops"])
     # No TLS, no PROXY protocol: no words on the server lines.
-    out["server_words"] = [{"relay": [], "check": []} for _ in targets]
+    out["server_words"] = [{"relay": [], "check": []} for _target in targets]
     return out
 
 
