@@ -12,6 +12,8 @@ All renders start together: a good one per case, then the case's own."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 VALIDATION_TASK = "Assert that the variables are valid"
@@ -26,6 +28,8 @@ def target(port):
     return [{"host": "127.0.0.1", "port": port}]
 
 
+# A CA file that is not there, inside the clone.
+MISSING_CA = str(pathlib.Path(__file__).resolve().parent / "no-such-ca.pem")
 # Renders (ansible-playbook runs) at once.
 CONCURRENT_RENDERS = 6
 
@@ -77,9 +81,8 @@ REJECTED = {
     "proxy-v3": (lambda port: {"haproxy_checktcp_proxy_protocol": "v3"},
                  ["value of haproxy_checktcp_proxy_protocol must be one of: none, v1, v2, got: v3"]),
     "tls-ca-missing": (lambda port: {"haproxy_checktcp_checks": [
-        {"name": "web", "targets": target(port), "tls": True, "tls_ca": "/nonexistent/checktcp-ca.pem"}]},
-        ['haproxy_checktcp_checks[0] (name "web"): tls_ca: "/nonexistent/checktcp-ca.pem" is not a file on the '
-         'controller']),
+        {"name": "web", "targets": target(port), "tls": True, "tls_ca": MISSING_CA}]},
+        ['haproxy_checktcp_checks[0] (name "web"): tls_ca: "%s" is not a file on the controller' % MISSING_CA]),
     "small-bufsize": (lambda port: {"haproxy_tune_bufsize": 8192},
                       ["haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576 (got 8192)"]),
 }
