@@ -499,9 +499,9 @@ local function covers(v, wanted)
 end
 
 -- The verdict of check from the probes wanted: { ok, up, rows, at, wall,
--- oldest_wall, done }. It is as old as its oldest probe (at, monotonic;
--- oldest_wall) and dated by its newest (wall); done when every probe wanted
--- is. Until another probe of the check ends (check.round), every done verdict
+-- done }. It is as old as its oldest probe (at, monotonic) and dated by its
+-- newest (wall); done when every probe wanted is. Until another probe of the
+-- check ends (check.round), every done verdict
 -- is the same table, so its page is rendered once. HAProxy may pause Lua
 -- between any two statements (tune.lua.forced-yield) and a probe may end
 -- meanwhile: the round is read before the rows, and a shared verdict is
@@ -513,14 +513,13 @@ local function verdict(check, wanted, now)
   if done and shared ~= nil and check.shared_round == round and covers(shared, wanted) then
     return shared
   end
-  local rows, up, oldest, newest, oldest_wall = {}, 0, now, nil, nil
+  local rows, up, oldest, newest = {}, 0, now, nil
   for i, st in ipairs(check.states) do
     local r = st.result
     local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
     if r ~= nil and r.seq >= wanted[i] then
       row.ok, row.reason, row.ms, row.wall, row.seq = r.ok, r.reason, r.ms, r.wall, r.seq
       oldest, newest = math.min(oldest, r.finished), math.max(newest or r.wall, r.wall)
-      oldest_wall = math.min(oldest_wall or r.wall, r.wall)
     elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
       row.pending, row.reason = true, "probe still running (policy already decided)"
     elseif st.probing_since ~= nil then
@@ -537,8 +536,7 @@ local function verdict(check, wanted, now)
     rows[i] = row
   end
   local wall = newest or wall_ms()
-  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = wall,
-              oldest_wall = oldest_wall or wall, done = done }
+  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = wall, done = done }
   if done then
     check.shared, check.shared_round = v, round
   end
@@ -583,7 +581,7 @@ local function engine_verdict(check)
     rows[i] = row
   end
   return { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
-           oldest_wall = now, done = true, seen = seen }
+           done = true, seen = seen }
 end
 
 local function check_verdict(check, arrival)
