@@ -43,6 +43,7 @@ local PRINTABLE_MAX_BYTES = 64
 local CONNECT_TIMEOUT_SLACK_MS = 40
 local REARM_SLACK_MS = 5          -- a read may end this much past the deadline,
 local MIN_SOCKET_TIMEOUT_MS = 10  -- or this much near it
+local SOCKET_ATTEMPTS = 3         -- new sockets a probe takes when HAProxy ends one (see connect)
 
 -- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
 -- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
@@ -179,10 +180,12 @@ end
 
 -- One probe of one target, bounded by one deadline. on_stage(name) is told
 -- each step. Returns { ok, reason, ms, finished (monotonic), wall }.
-local function probe(check, target, on_stage)
+local function probe(check, target, report_stage)
   local started = mono_ms()
+  local current = "start"
+  local function on_stage(name) current = name; report_stage(name) end
   local deadline = started + check.timeout_ms
-  local sock = core.tcp()
+  local sock = nil
   local received = 0
   local errors_before = relay_errors(target.relay)
 
@@ -206,11 +209,22 @@ local function probe(check, target, on_stage)
     return left
   end
 
+  -- HAProxy 2.6 starts a socket's stream at core.tcp() and ends it, with no
+  -- address yet, when Lua is paused before connect() (tune.lua.forced-yield):
+  -- settimeout then fails, and a new socket is taken.
   local function connect()
     on_stage("connect")
-    if not arm() then return nil, timeout("connect") end
-    if sock:connect(target.relay.socket) then return true end
-    return nil, "relay unavailable: " .. target.relay.socket
+    for _ = 1, SOCKET_ATTEMPTS do
+      sock, armed_ms = core.tcp(), nil
+      local alive, left = pcall(arm)
+      if alive then
+        if not left then return nil, timeout("connect") end
+        if sock:connect(target.relay.socket) then return true end
+        return nil, "relay unavailable: " .. target.relay.socket
+      end
+      sock:close()
+    end
+    return nil, "probe error: HAProxy ended each new socket before it connected"
   end
 
   -- Why the connection closed before the first byte, if the relay's connect
@@ -303,10 +317,12 @@ local function probe(check, target, on_stage)
   local ran, verdict, reason = pcall(run)
   -- On HAProxy 3.x a closed socket's stream lives on until its timeout: end
   -- it soon, so the server's connection goes with the probe.
-  pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
-  sock:close()
+  if sock then
+    pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
+    sock:close()
+  end
   if not ran then
-    verdict, reason = false, "probe error: " .. tostring(verdict)
+    verdict, reason = false, "probe error at " .. current .. ": " .. tostring(verdict)
   end
   local finished = mono_ms()
   return { ok = verdict, reason = reason, ms = finished - started, finished = finished, wall = wall_ms() }
