@@ -5,14 +5,16 @@
 
 """The role's validation of haproxy_checktcp_checks, through the role itself: a
 bad list fails the play at the validation task, naming the variable, and leaves
-the files of the previous good render byte for byte as they were; numbers given
+the files of a good render byte for byte as they were; numbers given
 as strings (as ``-e key=value`` and INI inventories give them) are accepted.
 
-All renders start together: a good one per case, then the case's own."""
+One good render, copied as the starting files of each case; then the cases'
+renders, a few at a time."""
 
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import pytest
 
@@ -119,7 +121,7 @@ def failed_task(output):
 
 
 class Run:
-    """One case: a good render, the files it left, then the case's render."""
+    """One case: the files of the good render, then the case's render."""
 
     def __init__(self, service, variables):
         self.service = service
@@ -137,19 +139,21 @@ def runs(make_service, free_port):
         cases[name] = variables
     cases.update(ACCEPTED)
     port = free_port()
-    runs = {name: Run(make_service(haproxy_checktcp_checks=good_checks(port)), variables(port))
-            for name, variables in cases.items()}
+    # One good render, whose files each case starts from (a copy of its own).
+    good = make_service(haproxy_checktcp_checks=good_checks(port))
+    returncode, output = good.render()
+    assert returncode == 0, output
+    assert files(good), "the good render wrote no file"
+    runs = {}
+    for name, variables in cases.items():
+        run = Run(make_service(haproxy_checktcp_checks=good_checks(port)), variables(port))
+        shutil.copytree(good.workdir / "etc", run.service.workdir / "etc", symlinks=True)
+        run.before = files(run.service)
+        runs[name] = run
     # A few renders at a time: all at once, each would take longer than its timeout on 2 cores.
     batches = [list(runs.values())[start:start + CONCURRENT_RENDERS]
                for start in range(0, len(runs), CONCURRENT_RENDERS)]
     for batch in batches:
-        for run in batch:
-            run.service.render_start()
-        for run in batch:
-            returncode, output = run.service.render_wait()
-            assert returncode == 0, output
-            run.before = files(run.service)
-            assert run.before, "the good render wrote no file"
         for run in batch:
             run.service.render_start(run.variables)
         for run in batch:
