@@ -11,6 +11,8 @@
   later play of the same run.
 """
 
+import re
+
 import pytest
 
 LOADED = "/etc/haproxy/lua/loaded.sha256"
@@ -111,3 +113,31 @@ def test_a_change_in_a_later_play_is_reloaded_after_a_restart(default_after, pla
     # the first play's files would say 404.
     code, body, _seconds = status.get("http://127.0.0.1/second")
     assert code == 200 and "<h1>OK</h1>" in body, f"/second answers {code}" + context
+
+
+def _relay_sockets(host):
+    """The relay sockets in HAProxy's chroot, and those the live haproxy.cfg binds."""
+    on_disk = set(host.run("find /var/lib/haproxy -maxdepth 1 -type s -name 'checktcp-*.sock'").stdout.split())
+    bound = set(re.findall(r"^\s*bind unix@(\S+)", host.file("/etc/haproxy/haproxy.cfg").content_string, re.M))
+    return on_disk, bound
+
+
+def test_the_sockets_of_removed_relays_go_once_haproxy_runs_without_them(default_after, host, playbook, status):
+    """Three live targets in two checks, then the scenario's one: the two relays gone leave no socket."""
+    wider = playbook.run({"haproxy_checktcp_checks": [
+        {"name": "one", "targets": [{"host": "127.0.0.1", "port": 8080}]},
+        {"name": "two", "targets": [{"host": "127.0.0.1", "port": 8080, "name": "a"},
+                                    {"host": "127.0.0.1", "port": 8080, "name": "b"}]},
+    ]})
+    assert wider.returncode == 0, _context(wider, status)
+    on_disk, bound = _relay_sockets(host)
+    assert len(bound) == 3 and on_disk == bound, (on_disk, bound)
+
+    narrower = playbook.run()
+    context = _context(narrower, status)
+    assert narrower.returncode == 0, context
+    on_disk, bound = _relay_sockets(host)
+    assert len(bound) == 1, bound
+    assert on_disk == bound, f"left over: {sorted(on_disk - bound)}" + context
+    code, _body, _seconds = status.get()
+    assert code == 200, context
