@@ -652,6 +652,20 @@ def checktcp_unresolved(checktcp):
     return out
 
 
+def checktcp_relay_sockets(checktcp, prefix):
+    """The Unix socket files of the probe relays haproxy.cfg binds for these
+    checks (the output of checktcp_checks): "<prefix>-<check>-<target>.sock",
+    both numbered from 1, for the targets of live checks only (cached checks
+    have no relay). haproxy.cfg.j2 and the Lua service name them the same way."""
+    out = []
+    for check_index, check in enumerate(checktcp["checks"], start=1):
+        if check["mode"] != "live":
+            continue
+        for target_index in range(1, len(check["targets"]) + 1):
+            out.append("%s-%d-%d.sock" % (prefix, check_index, target_index))
+    return out
+
+
 def _lua_string(text):
     out = ['"']
     for byte in text.encode("utf-8", "surrogateescape"):
@@ -723,6 +737,7 @@ class FilterModule:
         return {
             "checktcp_bufsize": checktcp_bufsize,
             "checktcp_checks": checktcp_checks,
+            "checktcp_relay_sockets": checktcp_relay_sockets,
             "checktcp_resolve": checktcp_resolve,
             "checktcp_text_problems": checktcp_text_problems,
             "checktcp_unresolved": checktcp_unresolved,
