@@ -72,16 +72,10 @@ LOOPBACK_NAMES = ("localhost",)
 FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
 
 LUA_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
-# HAProxy's buffer (tune.bufsize) bounds a cached page answered without Lua.
+# HAProxy's buffer size (tune.bufsize).
 BUFSIZE_VAR = "haproxy_tune_bufsize"
 BUFSIZE_DEFAULT = 16384          # HAProxy's own default
 BUFSIZE_RANGE = (16384, 1048576)
-BUFSIZE_STEP = 4096
-# A cached page: its head and style, then a row per target (plus the
-# target's name, escaped) in its HTML and JSON forms; healthy rows take 100 to
-# 130 bytes. Longer reasons (a binary reply) may still leave a page to Lua.
-PAGE_BASE_BYTES = 4096
-PAGE_ROW_BYTES = 160
 LUA_INDENT = 2
 
 
@@ -465,30 +459,17 @@ def checktcp_text_problems(variables):
     return out
 
 
-def _page_bytes(check):
-    """An estimate of the largest page of a check, in bytes (PAGE_ROW_BYTES)."""
-    return PAGE_BASE_BYTES + sum(PAGE_ROW_BYTES + 2 * len(str(target["name"]).encode("utf-8"))
-                                 for target in check["targets"])
-
-
-def checktcp_bufsize(checktcp, wanted, headroom):
-    """HAProxy's tune.bufsize for these checks (the output of checktcp_checks).
-
-    wanted: haproxy_tune_bufsize; when set, it is the answer, once checked.
-    Unset (None): HAProxy's default, 16384, or more when a cached check has so
-    many targets that its page and ``headroom`` bytes (the answer's headers,
-    HAProxy's rewrite reserve) would not fit, rounded up to 4 KiB. Raises
-    AnsibleFilterError naming haproxy_tune_bufsize.
-    """
-    if wanted is not None:
-        size = _to_int(wanted)
-        if size is None or not BUFSIZE_RANGE[0] <= size <= BUFSIZE_RANGE[1]:
-            raise AnsibleFilterError("%s: must be unset or %s (got %s)"
-                                     % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
-        return size
-    largest = max([_page_bytes(check) for check in checktcp["checks"] if check["mode"] == "cached"], default=0)
-    needed = largest + int(headroom)
-    return max(BUFSIZE_DEFAULT, -(-needed // BUFSIZE_STEP) * BUFSIZE_STEP)
+def checktcp_bufsize(wanted):
+    """HAProxy's tune.bufsize: haproxy_tune_bufsize once checked, or HAProxy's
+    default, 16384, when unset (None). Raises AnsibleFilterError naming
+    haproxy_tune_bufsize."""
+    if wanted is None:
+        return BUFSIZE_DEFAULT
+    size = _to_int(wanted)
+    if size is None or not BUFSIZE_RANGE[0] <= size <= BUFSIZE_RANGE[1]:
+        raise AnsibleFilterError("%s: must be unset or %s (got %s)"
+                                 % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
+    return size
 
 
 def _single_check(defaults, groups, hostvars, inventory_hostname, ca_dir):

@@ -523,39 +523,22 @@ def test_to_lua_round_trips_through_lua(tmp_path, interpreter, indent, value):
 
 # ------------------------------------------------------------ the buffer
 
-def cached_checks(*target_counts, name_length=14):
-    """Named checks, cached, with this many targets each, named name_length bytes."""
-    return expand([{"name": "c%d" % index, "mode": "cached",
-                    "targets": [{"host": "127.0.0.1", "port": 8080, "name": "n" * name_length}] * count}
-                   for index, count in enumerate(target_counts)])
-
-
-@pytest.mark.parametrize("expanded, expected", [
-    # Few targets, or only live checks: HAProxy's default.
-    pytest.param(expand(), 16384, id="default"),
-    pytest.param(cached_checks(1, 40), 16384, id="forty-targets"),
-    pytest.param(expand([{"name": "live", "targets": [{"host": "127.0.0.1", "port": 8080}] * 500}]), 16384,
-                 id="live-only"),
-    # 4096 + 200 * (160 + 2 * 14) + 4096 of headroom = 45792, up to 12 * 4096.
-    pytest.param(cached_checks(3, 200), 49152, id="two-hundred-targets"),
-    # The largest cached check decides; long names take more: 80192, up to 20 * 4096.
-    pytest.param(cached_checks(200, 100, name_length=100), 81920, id="long-names"),
-])
-def test_bufsize_fits_the_largest_cached_page(expanded, expected):
-    assert checktcp.checktcp_bufsize(expanded, None, 4096) == expected
+def test_an_unset_bufsize_is_haproxys_default():
+    assert checktcp.checktcp_bufsize(None) == 16384
 
 
 def test_a_given_bufsize_wins():
-    assert checktcp.checktcp_bufsize(cached_checks(200), "65536", 4096) == 65536
+    assert checktcp.checktcp_bufsize("65536") == 65536
 
 
 @pytest.mark.parametrize("wanted", [8192, 1048577, "big", True, 20000.5])
 def test_a_bad_bufsize_is_named(wanted):
     with pytest.raises(AnsibleError, match="^haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576"):
-        checktcp.checktcp_bufsize(expand(), wanted, 4096)
+        checktcp.checktcp_bufsize(wanted)
 
 
 def test_filter_module_lists_the_filters():
     assert sorted(checktcp.FilterModule().filters()) == [
-        "checktcp_bufsize", "checktcp_checks", "checktcp_resolve", "checktcp_text_problems", "checktcp_unresolved",
+        "checktcp_bufsize", "checktcp_checks", "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems",
+        "checktcp_unresolved",
         "to_lua"]
