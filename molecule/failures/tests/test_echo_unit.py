@@ -209,15 +209,16 @@ def test_bad_unit_values_stop_the_play_before_any_change(bad_runs, extra):
 
 
 def test_a_value_systemd_rejects_fails_at_unit_validation(host, system, echo_play, converged_afterwards):
-    """101% passes the role's pattern; systemd would ignore it (no memory ceiling at all)."""
+    """0 passes the role's pattern (101%, this test's value before, no longer does); systemd
+    would ignore it ("out of range, ignoring": no memory ceiling at all)."""
     before = system.file_states()
-    run = echo_play.run("echo_server_memory_max=101%")
+    run = echo_play.run("echo_server_memory_max=0")
     assert run.returncode != 0, run.tail()
     assert run.task_status(UNIT_TASK) == ["fatal"], run.tail()
     said = run.failure_text()
     assert "failed to validate" in said, said
     stderr = "".join(str(result.get("stderr", "")) for result in run.failures())
-    assert "Invalid memory limit '101%'" in stderr, run.tail()
+    assert "Memory limit '0' out of range" in stderr, run.tail()
     assert system.file_states() == before
     assert host.service(ECHO_UNIT).is_running
 

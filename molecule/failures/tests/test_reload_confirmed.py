@@ -108,7 +108,10 @@ def test_a_change_in_a_later_play_is_reloaded_after_a_restart(default_after, pla
     assert "changed" in run.task_status("Restart HAProxy"), "the first play did not restart HAProxy" + context
     assert run.task_status(VALIDATED_TASK)[-1] == "changed", "the second play did not change haproxy.cfg" + context
     assert "changed" in run.task_status("Reload HAProxy"), "the second play's change was not reloaded" + context
-    assert run.task_status(WAIT_TASK) == ["ok"], "the reload was not confirmed" + context
+    # The first play's wait is skipped when its own change was loaded by its restart.
+    waits = run.task_status(WAIT_TASK)
+    assert waits and waits[-1] == "ok", "the reload was not confirmed" + context
+    assert set(waits[:-1]) <= {"skipping"}, waits
     # The new check answers (its echo server runs: 200), where HAProxy running
     # the first play's files would say 404.
     code, body, _seconds = status.get("http://127.0.0.1/second")
