@@ -5,9 +5,27 @@ Each scenario's tests/conftest.py puts this folder on sys.path and imports it.
 
 import time
 
+import testinfra
+
 STATUS_URL = "http://127.0.0.1/"
 ECHO_UNIT = "checktcp-echo.service"
 HAPROXY_UNIT = "haproxy.service"
+
+
+def podman_host(host):
+    """The instance of testinfra's ``host``, reached with `podman exec` when its
+    Ansible connection is podman.
+
+    testinfra runs every command of a podman-connected host as an Ansible ad
+    hoc task (about a second each); podman exec is what that ends up doing,
+    twenty times faster, which the timing-sensitive tests need.
+    """
+    backend = host.backend
+    if backend.NAME == "ansible":
+        hostvars = backend.ansible_runner.get_variables(backend.host)
+        if hostvars.get("ansible_connection") in ("podman", "containers.podman.podman"):
+            return testinfra.get_host("podman://" + hostvars.get("ansible_host", backend.host))
+    return host
 
 
 def quote(arg):

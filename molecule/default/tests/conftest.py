@@ -10,7 +10,13 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
 from checktcp_testinfra import (  # noqa: E402 pylint: disable=wrong-import-position
-    ECHO_UNIT, Status)
+    ECHO_UNIT, Status, podman_host)
+
+
+@pytest.fixture(scope="module")
+def host(host):
+    """The instance, reached with `podman exec` (checktcp_testinfra.podman_host)."""
+    return podman_host(host)
 
 
 @pytest.fixture
@@ -27,12 +33,12 @@ def echo_stopped(host):
 
 
 def apply_site(host, extra_vars):
-    """Run site.yml on this host from the controller, with extra variables."""
+    """Run site.yml from the controller, with extra variables, on this host (every host if None)."""
     project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    limit = ["--limit", host.backend.get_hostname()] if host is not None else []
     result = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-         os.path.join(project, "site.yml"), "--limit", host.backend.host,
-         "-e", json.dumps(extra_vars)],
+         os.path.join(project, "site.yml")] + limit + ["-e", json.dumps(extra_vars)],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return result.stdout

@@ -1,7 +1,7 @@
 """Check mode on the converged hosts changes nothing: `ansible-playbook --check` of the
 scenario's converge playbook reports changed=0 for every host (molecule's own `check`
 step runs it too, but asserts nothing). Named test_check_mode so that it runs first,
-before test_default.py re-applies site.yml with other variables."""
+before test_reload.py re-applies site.yml with other variables."""
 
 import os
 import re

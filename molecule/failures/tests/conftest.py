@@ -9,11 +9,10 @@ import sys
 import time
 
 import pytest
-import testinfra
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
 from checktcp_testinfra import (  # noqa: E402 pylint: disable=wrong-import-position
-    HAPROXY_UNIT, Status, quote)
+    HAPROXY_UNIT, Status, podman_host, quote)
 
 # Where prepare.yml copies files/load.py and files/fake_echo.py.
 HELPERS_DIR = "/usr/local/lib/checktcp-tests"
@@ -61,18 +60,8 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="module")
 def host(host):
-    """The instance, reached with `podman exec` when its Ansible connection is podman.
-
-    testinfra runs every command of a podman-connected host as an Ansible ad
-    hoc task (about a second each); podman exec is what that ends up doing,
-    twenty times faster, which the timing-sensitive tests need.
-    """
-    backend = host.backend
-    if backend.NAME == "ansible":
-        hostvars = backend.ansible_runner.get_variables(backend.host)
-        if hostvars.get("ansible_connection") in ("podman", "containers.podman.podman"):
-            return testinfra.get_host("podman://" + hostvars.get("ansible_host", backend.host))
-    return host
+    """The instance, reached with `podman exec` (checktcp_testinfra.podman_host)."""
+    return podman_host(host)
 
 
 @pytest.fixture(scope="module")
