@@ -6,12 +6,12 @@ the user's variables, over TLS, with metrics, refused by an allow-list, purged).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import socket
-import urllib.error
-import urllib.request
+import urllib.parse
 
 import pytest
 
@@ -71,15 +71,16 @@ def test_plain_pytest_of_the_unit_tests_works_from_a_clone(tmp_path):
 
 # ------------------------------------------------------------------ the demo
 
-def get(url, cafile=None):
-    """(status, body) of a GET, or of the HTTP error it raised."""
-    import ssl
-    context = ssl.create_default_context(cafile=cafile) if cafile else None
+def get(url):
+    """(status, body) of a GET over plain HTTP."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        with urllib.request.urlopen(url, timeout=10, context=context) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        connection.request("GET", parts.path or "/")
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 @pytest.fixture(scope="module")

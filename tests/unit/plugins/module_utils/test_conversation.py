@@ -7,7 +7,9 @@
 server words, and the Python evaluator on loopback sockets (real servers in
 test_conversation_servers.py and tests/lua/test_tcp_check_rules.py)."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+__metaclass__ = type
 
 import re
 import socket

@@ -7,7 +7,9 @@
 openssh-server, exim4, python3 -m http.server, the collection's echo server), over TLS
 (HAProxy terminating it with a CA made here) and behind a PROXY protocol front."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+__metaclass__ = type
 
 import re
 
