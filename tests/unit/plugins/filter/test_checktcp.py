@@ -387,7 +387,6 @@ def test_unresolved_lists_each_name_and_family_once():
     ]
 
 
-
 def test_relay_sockets_are_those_of_the_live_checks_targets():
     wanted = expand([
         {"name": "a", "targets": [{"host": "10.0.0.1", "port": 1}, {"host": "10.0.0.2", "port": 2}]},
@@ -400,6 +399,7 @@ def test_relay_sockets_are_those_of_the_live_checks_targets():
         "/var/lib/haproxy/checktcp-0123abcd-1-2.sock",
         "/var/lib/haproxy/checktcp-0123abcd-3-1.sock",
     ]
+
 
 # ------------------------------------------------------- Lua literals
 
