@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 
 import pytest
 import testinfra
@@ -38,10 +39,6 @@ def apply_role(variables):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def apply_policy(policy):
-    apply_role({"haproxy_checktcp_policy": policy})
-
-
 @pytest.fixture
 def echo1_down():
     host = echo_host(ECHO1)
@@ -58,20 +55,6 @@ def all_down():
     yield
     for host in hosts:
         host.run_expect([0], f"systemctl start {UNIT}")
-
-
-@pytest.fixture
-def policy():
-    """Apply a policy for one test, then restore the default (all)."""
-    applied = []
-
-    def apply(value):
-        applied.append(value)
-        apply_policy(value)
-
-    yield apply
-    if applied:
-        apply_policy("all")
 
 
 def test_targets_are_derived_from_the_echo_group(host):
@@ -97,28 +80,43 @@ def test_one_down_with_policy_all_is_ko(host, echo1_down):
     assert verdicts == {ECHO1: False, ECHO2: True}
 
 
-@pytest.mark.parametrize("value, expected", [("any", 200), (1, 200), (2, 503)])
-def test_one_down_follows_the_policy(host, policy, echo1_down, value, expected):
-    policy(value)
-    code, doc = page(host)
+# The tests below share one run of the role (about a minute each, CI's time):
+# one named check per policy over both echo hosts, one per echo group.
+POLICIES = {"any": "any", "at-least-1": 1, "at-least-2": 2}
+
+
+@pytest.fixture(scope="module")
+def named_checks():
+    """The named checks for the tests below, then the single check again."""
+    apply_role({"haproxy_checktcp_checks": [
+        {"name": "one", "targets_group": "echo_one"}, {"name": "two", "targets_group": "echo_two"}] + [
+        {"name": name, "targets_group": "echo_servers", "policy": value} for name, value in POLICIES.items()]})
+    yield
+    apply_role({})
+
+
+def page_once(host, path, up):
+    """The page of ``path`` once it counts ``up`` targets up (a live verdict may
+    be up to the role's probe spacing old), within 5 s."""
+    end = time.monotonic() + 5
+    while True:
+        code, doc = page(host, path)
+        if doc["up"] == up or time.monotonic() > end:
+            return code, doc
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("name, expected", [("any", 200), ("at-least-1", 200), ("at-least-2", 503)])
+def test_one_down_follows_the_policy(host, named_checks, echo1_down, name, expected):
+    code, doc = page_once(host, "/" + name, up=1)
     assert code == expected, doc
     assert doc["up"] == 1 and len(doc["targets"]) == 2, doc
 
 
-def test_all_down_is_ko_even_with_policy_any(host, policy, all_down):
-    policy("any")
-    code, doc = page(host)
+def test_all_down_is_ko_even_with_policy_any(host, named_checks, all_down):
+    code, doc = page_once(host, "/any", up=0)
     assert code == 503 and doc["up"] == 0, doc
     assert all("refused" in t["reason"] for t in doc["targets"]), doc
-
-
-@pytest.fixture
-def named_checks():
-    """One named check per echo group for one test, then the single check again."""
-    apply_role({"haproxy_checktcp_checks": [
-        {"name": "one", "targets_group": "echo_one"}, {"name": "two", "targets_group": "echo_two"}]})
-    yield
-    apply_role({})
 
 
 def test_named_checks_over_two_groups(host, named_checks):
@@ -126,14 +124,16 @@ def test_named_checks_over_two_groups(host, named_checks):
     echo1 = echo_host(ECHO1)
     echo1.run_expect([0], f"systemctl stop {UNIT}")
     try:
-        (one, one_doc), (two, two_doc), (overview, doc) = (page(host, path) for path in ("/one", "/two", "/"))
+        (one, one_doc), (two, two_doc) = page_once(host, "/one", up=0), page(host, "/two")
         assert (one, one_doc["status"], one_doc["check"]) == (503, "KO", "one"), one_doc
         assert [t["target"] for t in one_doc["targets"]] == [ECHO1], one_doc
         assert (two, two_doc["status"]) == (200, "OK"), two_doc
         assert [t["target"] for t in two_doc["targets"]] == [ECHO2], two_doc
+        overview, doc = page(host, "/")
         assert overview == 503 and doc["status"] == "KO", doc
         assert [(c["name"], c["path"], c["status"]) for c in doc["checks"]] == [
-            ("one", "/one", "KO"), ("two", "/two", "OK")], doc
+            ("one", "/one", "KO"), ("two", "/two", "OK"),
+            ("any", "/any", "OK"), ("at-least-1", "/at-least-1", "OK"), ("at-least-2", "/at-least-2", "KO")], doc
         assert host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/nowhere").stdout == "404"
     finally:
         echo1.run_expect([0], f"systemctl start {UNIT}")
