@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import REPO, haproxy_binary
+from conftest import REPO, haproxy_binary, render_together
 
 NAMESPACE = "%s-ports" % os.environ.get("CHECKTCP_ID", "checktcp")
 # TEST-NET-1, on the namespace's own lo: not a loopback address (so
@@ -87,9 +87,7 @@ def services(namespace, make_service):
     rendered = {"spaced": make_service(haproxy_checktcp_targets=target,
                                        haproxy_checktcp_min_probe_interval_ms=50),
                 "unspaced": make_service(haproxy_checktcp_targets=target)}
-    for service in rendered.values():
-        returncode, output = service.render()
-        assert returncode == 0, output
+    render_together(list(rendered.values()))
     return rendered
 
 
