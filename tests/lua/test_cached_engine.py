@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,8 @@ SLOW_TIMEOUT_MS = 1500
 SAMPLE_EVERY_S = 0.01
 # How long the sampler watches each reloaded HAProxy before it is restarted.
 WATCH_RELOADED_S = 0.5
+# Targets of the check whose page is asked while their checks run.
+BUSY = 20
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,9 @@ def bed(deploy, fake_servers):
         dict(common, name="up", targets=[healthy.target]),
         dict(common, name="down", targets=[refused]),
         dict(common, name="silent", targets=[silent.target], timeout_ms=SLOW_TIMEOUT_MS),
+        # Checks running 5/6 of the time: a check lasts its timeout, the next starts 100 ms after.
+        dict(common, name="busy", targets=[dict(silent.target, name="busy-%d" % index) for index in range(BUSY)],
+             timeout_ms=500, interval_ms=100),
     ]})
     return service
 
@@ -66,6 +72,26 @@ def test_pages_give_the_health_checks_reason(bed):
     assert page["status"] == "KO" and page["mode"] == "cached", page
     assert page["targets"][0]["reason"].startswith("L4CON"), page
     assert "Connection refused" in page["targets"][0]["reason"], page
+
+
+def test_a_page_asked_while_the_checks_run_gives_each_reason(bed):
+    """HAProxy blanks a server's last check report while its next check runs: the
+    first page asked then still gives each target a reason after its status."""
+    # Every target checked once and a check running ("* ", for 500 ms), seen on the
+    # admin socket: a page would remember the reports.
+    end = time.monotonic() + 10
+    while True:
+        servers = [row for row in bed.stat_rows("checktcp_check_busy") if row["svname"] not in ("BACKEND", "FRONTEND")]
+        statuses = [row["check_status"] for row in servers]
+        if all(status.lstrip("* ") not in ("", "INI") for status in statuses) and any(
+                status.startswith("* ") for status in statuses):
+            break
+        assert time.monotonic() < end, servers
+        time.sleep(0.05)
+    assert len(servers) == BUSY, servers
+    page = json.loads(http_request(bed.port, path="/busy", headers={"Accept": "application/json"}).body)
+    reasons = [target["reason"] for target in page["targets"]]
+    assert [reason for reason in reasons if not re.fullmatch(r"L7TOUT: +\S.*", reason)] == [], reasons
 
 
 def test_a_silent_target_is_never_ok_before_its_first_check(make_service, fake_servers):

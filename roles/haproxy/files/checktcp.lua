@@ -587,10 +587,12 @@ local function engine_verdict(check)
     elseif row.ok and status:find("OK$") then
       row.reason = "reply matched"
     else
-      -- HAProxy blanks last_chk while a check runs: keep the last one said.
+      -- HAProxy blanks last_chk while a check runs: keep the last one said,
+      -- else (no page since that check) its status's description.
       local detail = tostring(stats.last_chk or "")
-      if detail == "" and st.engine_status == status then detail = st.engine_detail end
-      st.engine_status, st.engine_detail = status, detail
+      if detail ~= "" then st.engine_status, st.engine_detail = status, detail
+      elseif st.engine_status == status then detail = st.engine_detail
+      else detail = tostring(stats.check_desc or "") end
       row.reason = detail ~= "" and (status .. ": " .. detail) or status
     end
     if row.ok then up = up + 1 end
