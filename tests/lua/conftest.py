@@ -549,6 +549,12 @@ def haproxy_binary():
     return shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
+def haproxy_version():
+    """(major, minor) of the HAProxy the tests run."""
+    out = subprocess.run([haproxy_binary(), "-v"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in re.search(r"version (\d+)\.(\d+)", out).groups())
+
+
 # --------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")

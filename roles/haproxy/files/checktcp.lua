@@ -211,20 +211,21 @@ local function probe(check, target, report_stage)
 
   -- HAProxy 2.6 starts a socket's stream at core.tcp() and ends it, with no
   -- address yet, when Lua is paused before connect() (tune.lua.forced-yield):
-  -- settimeout then fails, and a new socket is taken.
+  -- settimeout or connect then fails, and a new socket is taken.
   local function connect()
     on_stage("connect")
+    local failed = "probe error: HAProxy ended each new socket before it connected"
     for _ = 1, SOCKET_ATTEMPTS do
       sock, armed_ms = core.tcp(), nil
       local alive, left = pcall(arm)
       if alive then
         if not left then return nil, timeout("connect") end
         if sock:connect(target.relay.socket) then return true end
-        return nil, "relay unavailable: " .. target.relay.socket
+        failed = "relay unavailable: " .. target.relay.socket
       end
       sock:close()
     end
-    return nil, "probe error: HAProxy ended each new socket before it connected"
+    return nil, failed
   end
 
   -- Why the connection closed before the first byte, if the relay's connect
