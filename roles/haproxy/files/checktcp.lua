@@ -36,6 +36,7 @@ local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the 
 local CLOCK_COARSE_MS = 50        -- calibration: the first look for os.time()'s tick, every this often
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
 local WATCH_MAX_MS = 250          -- a cached check's state is read at least this often
+local ENGINE_REUSE_MS = 100       -- a cached check's state read is reused by requests this long
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
 -- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
@@ -572,8 +573,15 @@ end
 
 -- A cached check's verdict, from the state of HAProxy's health checks of its
 -- targets (Server:get_stats()), as verdict() builds it, plus seen (every
--- target checked once).
+-- target checked once). Reading 200 servers' stats and rendering their page
+-- takes milliseconds: a read is reused for ENGINE_REUSE_MS, so that the cost
+-- of the pages never follows the request rate (and a page is rendered once
+-- per read).
 local function engine_verdict(check)
+  local last = check.engine_read
+  if last ~= nil and mono_ms() - last.at < ENGINE_REUSE_MS then
+    return last
+  end
   local servers = core.backends[check.engine_backend].servers
   local rows, up, seen = {}, 0, true
   local now = wall_ms()
@@ -599,8 +607,9 @@ local function engine_verdict(check)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  return { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
-           done = true, seen = seen }
+  check.engine_read = { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
+                        done = true, seen = seen }
+  return check.engine_read
 end
 
 local function check_verdict(check, arrival)
