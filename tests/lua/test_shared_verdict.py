@@ -22,12 +22,14 @@ import pytest
 
 from conftest import drain, haproxy_version, header_line, http_request, read_line, wait_status
 
-CLIENTS = 8
+CLIENTS = 16
 FLOOD_S = 4.0
 # Lua yields every 100 instructions instead of 10,000, so that a verdict is
 # built across many pauses. With 200 targets, HAProxy 2.6 showed the defect:
-# the code before the fix (a shared verdict reused by round alone) gave rows
-# older than their probe in 8 of 74 and 4 of 86 answers. HAProxy 3.0 and 3.2
+# the code before the fix (a shared verdict reused by round alone) failed 2 of
+# 4 runs with 16 clients (2 and 74 rows older than their probe, of about 240
+# answers) and 2 of 6 with 8; 32 clients failed it more often but overloaded
+# the fixed code too (a probe not started within its deadline). HAProxy 3.0 and 3.2
 # abort under that load (BUG_ON "tick_is_expired(task->expire, now_ms)" in
 # sc_notify, src/stconn.c: Lua paused longer than a socket's 10 ms timeout),
 # so they run 20 targets, which did not show the old defect.
