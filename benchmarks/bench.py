@@ -204,9 +204,10 @@ def start_echo_servers(host, ip, binary):
     control(ip, SILENT_CONTROL_PORT, "hang")
 
 
-def start_peer_servers(host, ip, binary):
+def start_peer_servers(host, ip):
     """The peers part's fast_echo (its own, so its connection count is theirs
-    alone) and blackbox_exporter, installed from Debian when missing."""
+    alone; start_echo_servers copied it) and blackbox_exporter, installed from
+    Debian when missing."""
     cexec(host, f"systemctl stop checktcp-bench-echo-peer 2>/dev/null; "
           f"systemctl reset-failed checktcp-bench-echo-peer 2>/dev/null; "
           f"systemd-run --unit checktcp-bench-echo-peer --collect {FAST_ECHO} 127.0.0.1 {PEER_PORT} "
@@ -392,7 +393,7 @@ def measure(version, ip, host, args):
         res["many_page"] = len(page_bytes(ip, STATUS_PORT, "/many") or die("/many gave no 200 page"))
         note(f"/many: {res['many_page']} bytes")
     if "peers" in args.parts:
-        res["blackbox"] = start_peer_servers(host, ip, fast_echo_binary())
+        res["blackbox"] = start_peer_servers(host, ip)
         for path in ("/peer-live", "/peer-cached"):
             wait_for(ip, path, 200)
         wait_for(ip, "/", 200, port=PEER_NATIVE_PORT)
