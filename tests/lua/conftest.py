@@ -470,8 +470,8 @@ class StatusService:
     def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
         return http_request(self.port, method, path, headers, body, timeout)
 
-    def stat_rows(self, proxy):
-        """The rows of ``proxy`` in HAProxy's ``show stat`` (admin socket: no Lua), as dicts."""
+    def show_stat(self):
+        """Every row of HAProxy's ``show stat`` (admin socket: no Lua), as dicts."""
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(5)
             conn.connect(str(self.workdir / "admin.sock"))
@@ -479,15 +479,20 @@ class StatusService:
             data = b"".join(iter(lambda: conn.recv(65536), b""))
         lines = data.decode().splitlines()
         names = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(names, line.split(","))) for line in lines[1:]]
-        return [row for row in rows if row.get("pxname") == proxy]
+        return [dict(zip(names, line.split(","))) for line in lines[1:]]
+
+    def stat_rows(self, proxy):
+        """The rows of ``proxy`` in HAProxy's ``show stat``, as dicts."""
+        return [row for row in self.show_stat() if row.get("pxname") == proxy]
 
     def backend_stats(self, proxy):
         """The BACKEND row of ``proxy`` in HAProxy's ``show stat``, as a dict."""
-        for row in self.stat_rows(proxy):
-            if row["svname"] == "BACKEND":
+        rows = self.show_stat()
+        for row in rows:
+            if (row.get("pxname"), row.get("svname")) == (proxy, "BACKEND"):
                 return row
-        raise AssertionError("no backend %s in show stat" % proxy)
+        raise AssertionError("no backend %s in show stat; its backends: %s" % (
+            proxy, sorted(row["pxname"] for row in rows if row.get("svname") == "BACKEND")))
 
     # HAProxy's standard error, where the Lua service logs its reasons, and its
     # standard output, where `log stdout` lines go

@@ -111,13 +111,13 @@ def test_nothing_outside_the_clone_has_a_fixed_name():
     """Names the scripts and loopback tests give on the host carry CHECKTCP_ID or stay inside the clone.
 
     Allowed: the shared image names (tagged by recipe), names inside containers (the echo unit,
-    the benchmark's fast echo server), the tarball's own name (inside a private temporary directory),
+    the benchmark's fast echo servers and blackbox_exporter), the tarball's own name (inside a private temporary directory),
     the rendered checks file (inside a test's own configuration directory).
     """
     result = run(["git", "grep", "-nE", r"""[/"' ]checktcp-[a-z]|~/\.cache|HOME/\.cache""",
                   "--", "scripts", "tests/lua", "benchmarks/*.py", "benchmarks/run", "ansible.cfg"])
     allowed = ("checktcp-debian:", "checktcp-haproxy:", "checktcp-echo", "checktcp-fast-echo", "checktcp-bench-echo",
-               "/checktcp-haproxy_lua-", '"checktcp-checks-"')
+               "checktcp-bench-blackbox", "/checktcp-haproxy_lua-", '"checktcp-checks-"')
     fixed = [line for line in result.stdout.splitlines() if not any(name in line for name in allowed)]
     assert fixed == []
 

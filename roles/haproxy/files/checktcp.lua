@@ -573,13 +573,13 @@ end
 
 -- A cached check's verdict, from the state of HAProxy's health checks of its
 -- targets (Server:get_stats()), as verdict() builds it, plus seen (every
--- target checked once). Reading 200 servers' stats and rendering their page
--- takes milliseconds: a read is reused for ENGINE_REUSE_MS, so that the cost
--- of the pages never follows the request rate (and a page is rendered once
--- per read).
+-- target checked once, and its state applied). Reading 200 servers' stats and
+-- rendering their page takes milliseconds: once seen, a read is reused for
+-- ENGINE_REUSE_MS, so that the cost of the pages never follows the request
+-- rate (and a page is rendered once per read).
 local function engine_verdict(check)
   local last = check.engine_read
-  if last ~= nil and mono_ms() - last.at < ENGINE_REUSE_MS then
+  if last ~= nil and last.seen and mono_ms() - last.at < ENGINE_REUSE_MS then
     return last
   end
   local servers = core.backends[check.engine_backend].servers
@@ -589,8 +589,13 @@ local function engine_verdict(check)
     local stats = servers["t" .. i]:get_stats()
     -- "* " marks a check in progress; INI, none done yet.
     local status = tostring(stats.check_status or ""):gsub("^%* ", "")
+    -- "UP 0/N": the last check failed and HAProxy has not marked the server
+    -- down yet (3.0 answered so after a first failed check, long enough for
+    -- pages to see it), so nbsrv still counts it: not up, and not seen.
+    local going_down = tostring(stats.status):find("^UP 0/") ~= nil
     local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
-                  wall = now, ok = tostring(stats.status):find("^UP") ~= nil }
+                  wall = now, ok = tostring(stats.status):find("^UP") ~= nil and not going_down }
+    if going_down then seen = false end
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
     elseif row.ok and status:find("OK$") then
