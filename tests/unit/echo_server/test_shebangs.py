@@ -5,7 +5,9 @@ import os
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-SKIP_DIRS = {".git", ".venv", ".cache", "output", "__pycache__", "node_modules"}
+# Not the collection's own files: .ansible is where ansible-core and ansible-lint
+# install collections inside the project (.gitignore lists it).
+SKIP_DIRS = {".git", ".venv", ".cache", ".ansible", "output", "__pycache__", "node_modules"}
 # Ansible replaces a module's shebang with the interpreter it discovers on the
 # target, and ansible-test requires exactly this one.
 MODULE_SHEBANG = "#!/usr/bin/python"
