@@ -32,6 +32,11 @@ SAMPLE_EVERY_S = 0.01
 WATCH_RELOADED_S = 0.5
 # Targets of the check whose page is asked while their checks run.
 BUSY = 20
+# After a reload, how long a healthy check may say 503 (pending) at most: the
+# role's max-spread-checks (100 ms), the first checks and the handover, with
+# room for a loaded machine; and how long the test watches each reload.
+RELOAD_PENDING_BOUND_S = 0.6
+RELOAD_WATCH_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -135,43 +140,48 @@ class Sampler(threading.Thread):
             time.sleep(SAMPLE_EVERY_S)
 
 
+def start_master_worker(service):
+    """HAProxy in master-worker mode (-W), as systemd runs it, so that SIGUSR2 reloads it."""
+    stderr = open(service.stderr, "ab")  # pylint: disable=consider-using-with
+    proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(service.config)], cwd=service.workdir,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    stderr.close()
+    service.proc = proc
+    end = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((LOOPBACK, service.port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < end, service.log_text()
+            time.sleep(0.02)
+
+
+def reload_master_worker(service):
+    if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
+        subprocess.run(["podman", "kill", "--signal", "USR2", "%s-haproxy-%d" % (
+            os.environ.get("CHECKTCP_ID", "checktcp"), service.proc.pid)], capture_output=True, check=True)
+    else:
+        service.proc.send_signal(signal.SIGUSR2)
+
+
 def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
     dead = {"host": LOOPBACK, "port": free_ports()[0]}
     service = make_service(haproxy_checktcp_targets=[dead], haproxy_checktcp_mode="cached",
                            haproxy_checktcp_interval_ms=INTERVAL_MS)
     returncode, output = service.render()
     assert returncode == 0, output
-    container = bool(os.environ.get("CHECKTCP_HAPROXY_IMAGE"))
 
     def start():
-        stderr = open(service.stderr, "ab")  # pylint: disable=consider-using-with
-        proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(service.config)], cwd=service.workdir,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        stderr.close()
-        service.proc = proc
-        end = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((LOOPBACK, service.port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < end, service.log_text()
-                time.sleep(0.02)
+        start_master_worker(service)
         wait_status(service, 503, 10)
-
-    def reload():
-        if container:
-            subprocess.run(["podman", "kill", "--signal", "USR2", "%s-haproxy-%d" % (
-                os.environ.get("CHECKTCP_ID", "checktcp"), service.proc.pid)], capture_output=True, check=True)
-        else:
-            service.proc.send_signal(signal.SIGUSR2)
 
     start()
     sampler = Sampler(service.port, "/")
     sampler.start()
     try:
         for _cycle in range(3):
-            reload()
+            reload_master_worker(service)
             time.sleep(WATCH_RELOADED_S)
             service.stop()
             start()
@@ -181,3 +191,34 @@ def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
         service.stop()
     assert 200 not in sampler.counts, sampler.counts
     assert sampler.counts.get(503, 0) > 50, sampler.counts
+
+
+def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake_servers):
+    """A reload starts a worker that has checked nothing: its pages say 503 (pending) until
+    every target's first check. HAProxy spreads the first checks over the smallest interval
+    (2 s by default) unless max-spread-checks bounds that, so a load balancer following a
+    healthy 20-target check saw 503 for about 1.9 s after each reload."""
+    healthy, = fake_servers(1)
+    targets = [dict(healthy.target, name="healthy-%d" % index) for index in range(20)]
+    service = make_service(haproxy_checktcp_targets=targets, haproxy_checktcp_mode="cached")
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    windows = []
+    try:
+        wait_status(service, 200, 15, path="/?format=text")
+        for _cycle in range(3):
+            reloaded = time.monotonic()
+            reload_master_worker(service)
+            last_ko = None
+            while time.monotonic() - reloaded < RELOAD_WATCH_S:
+                if http_request(service.port, path="/?format=text", timeout=2).status != 200:
+                    last_ko = time.monotonic() - reloaded
+                time.sleep(SAMPLE_EVERY_S)
+            windows.append(last_ko)
+            wait_status(service, 200, 5, path="/?format=text")
+    finally:
+        service.stop()
+    # Each new worker says 503 (pending) at first: seeing it proves the reload happened.
+    assert None not in windows, "a reload without a pending answer (did it reload?): %s" % windows
+    assert max(windows) < RELOAD_PENDING_BOUND_S, windows
