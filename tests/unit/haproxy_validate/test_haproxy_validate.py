@@ -419,3 +419,65 @@ def test_every_listener_carries_its_v6only_option():
     text = "bind :::80 v6only\nbind :::81,[::1]:82 v4v6\nbind *:83\n"
     assert [(host, port, v6only) for _n, _spec, host, port, v6only in validator.listeners(text, {})] == [
         ("::", 80, True), ("::", 81, False), ("::1", 82, False), ("*", 83, None)]
+
+
+# ------------------------------------------------ server states at a reload
+
+STATE_CONFIG = """\
+global
+    stats timeout 5s
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 1s
+    timeout server 1s
+backend engine
+    option tcp-check
+    server down-one 127.0.0.1:{port} check inter 100ms
+frontend page
+    bind 127.0.0.1:{page_port}
+    default_backend engine
+"""
+
+
+@needs_haproxy
+def test_saved_server_states_are_the_running_workers(tmp_path, monkeypatch):
+    """What a reload hands the next worker: the current worker's states, from a real master CLI."""
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(STATE_CONFIG.format(port=free_port(socket.AF_INET, "127.0.0.1"),
+                                          page_port=free_port(socket.AF_INET, "127.0.0.1")))
+    master_cli = tmp_path / "master.sock"
+    proc = subprocess.Popen([HAPROXY, "-W", "-db", "-S", str(master_cli), "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setattr(validator, "master_pid", lambda: proc.pid)
+    state_file = tmp_path / "server-state"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            validator.save_server_state(str(state_file))
+            rows = [line.split() for line in state_file.read_text().splitlines()[1:] if line and not line.startswith("#")]
+            # srv_op_state 0: the check found the server down.
+            if [(row[1], row[3], row[5]) for row in rows] == [("engine", "down-one", "0")]:
+                break
+            assert time.monotonic() < deadline, state_file.read_text()
+            time.sleep(0.05)
+        assert state_file.read_text().startswith("1\n")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_no_master_saves_no_states_not_a_stale_file(tmp_path, monkeypatch):
+    state_file = tmp_path / "server-state"
+    state_file.write_text("1\n# be_id be_name ...\n3 engine 1 t1 127.0.0.1 2 0 1 1 9 1 0 2 0 0 0 0 - 7 0 0 - - 0\n")
+    monkeypatch.setattr(validator, "master_pid", lambda: None)
+    assert validator.save_server_state(str(state_file)) == 0
+    assert state_file.read_text() == "1\n"
+
+
+def test_an_answer_that_is_not_states_saves_none(tmp_path, monkeypatch):
+    state_file = tmp_path / "server-state"
+    monkeypatch.setattr(validator, "master_pid", lambda: 1)
+    monkeypatch.setattr(validator, "master_socket", lambda _pid: "/nonexistent")
+    assert validator.save_server_state(str(state_file), answer_of=lambda _path, _cmd: "Unknown command.\n") == 0
+    assert state_file.read_text() == "1\n"
