@@ -426,11 +426,32 @@ class StatusService:
         self.render_start(variables)
         return self.render_wait()
 
+    # HAProxy's server-state-file (cached checks), as haproxy.service's drop-in
+    # handles it: a start begins with no states, a reload saves the running
+    # worker's just before it signals the master.
+    def server_state_file(self):
+        match = re.search(r"^\s*server-state-file (\S+)", self.config.read_text(), re.M)
+        return pathlib.Path(match.group(1)) if match else None
+
+    def clear_server_states(self):
+        if self.server_state_file():
+            self.server_state_file().write_text("1\n")
+
+    def save_server_states(self):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(str(self.workdir / "admin.sock"))
+            conn.sendall(b"show servers state\n")
+            states = b"".join(iter(lambda: conn.recv(65536), b""))
+        assert states.startswith(b"1\n"), states
+        self.server_state_file().write_bytes(states)
+
     # HAProxy
     def start(self, timeout=5.0, env=None):
         """Run HAProxy in the foreground, with ``env`` added to the environment
         (bin/haproxy passes LD_PRELOAD and FAKETIME* on), its output kept in
         ``stderr``; return once the status port answers."""
+        self.clear_server_states()
         with open(self.stderr, "wb") as stderr:
             self.proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(self.config)],
                                          cwd=self.workdir, stdin=subprocess.DEVNULL,

@@ -142,6 +142,7 @@ class Sampler(threading.Thread):
 
 def start_master_worker(service):
     """HAProxy in master-worker mode (-W), as systemd runs it, so that SIGUSR2 reloads it."""
+    service.clear_server_states()
     stderr = open(service.stderr, "ab")  # pylint: disable=consider-using-with
     proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(service.config)], cwd=service.workdir,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -157,7 +158,10 @@ def start_master_worker(service):
             time.sleep(0.02)
 
 
-def reload_master_worker(service):
+def reload_master_worker(service, save_states=True):
+    """A reload as haproxy.service's does it (the states saved first), or a bare SIGUSR2."""
+    if save_states:
+        service.save_server_states()
     if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
         subprocess.run(["podman", "kill", "--signal", "USR2", "%s-haproxy-%d" % (
             os.environ.get("CHECKTCP_ID", "checktcp"), service.proc.pid)], capture_output=True, check=True)
@@ -194,8 +198,9 @@ def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
 
 
 def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake_servers):
-    """A reload starts a worker that has checked nothing: its pages say 503 (pending) until
-    every target's first check. HAProxy spreads the first checks over the smallest interval
+    """A reload without saved states (HAProxy signalled directly, not through its unit)
+    starts a worker that has checked nothing: its pages say 503 (pending) until every
+    target's first check. HAProxy spreads the first checks over the smallest interval
     (2 s by default) unless max-spread-checks bounds that, so a load balancer following a
     healthy 20-target check saw 503 for about 1.9 s after each reload."""
     healthy, = fake_servers(1)
@@ -209,7 +214,7 @@ def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake
         wait_status(service, 200, 15, path="/?format=text")
         for _cycle in range(3):
             reloaded = time.monotonic()
-            reload_master_worker(service)
+            reload_master_worker(service, save_states=False)
             last_ko = None
             while time.monotonic() - reloaded < RELOAD_WATCH_S:
                 if http_request(service.port, path="/?format=text", timeout=2).status != 200:
@@ -222,3 +227,78 @@ def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake
     # Each new worker says 503 (pending) at first: seeing it proves the reload happened.
     assert None not in windows, "a reload without a pending answer (did it reload?): %s" % windows
     assert max(windows) < RELOAD_PENDING_BOUND_S, windows
+
+
+def worker_pid(service):
+    """The PID of the worker answering HAProxy's admin socket (a reload replaces it)."""
+    for _attempt in range(50):
+        try:
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(2)
+                conn.connect(str(service.workdir / "admin.sock"))
+                conn.sendall(b"show info\n")
+                info = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+            return int(re.search(r"^Pid: (\d+)", info, re.M).group(1))
+        except (OSError, AttributeError):
+            time.sleep(0.02)  # the admin socket passes from worker to worker
+    raise AssertionError("no worker answers on the admin socket")
+
+
+def reload_and_wait(service, save_states=True):
+    """Reload as haproxy.service does; return once the new worker answers the admin socket."""
+    before = worker_pid(service)
+    reload_master_worker(service, save_states)
+    end = time.monotonic() + 10
+    while worker_pid(service) == before:
+        assert time.monotonic() < end, "HAProxy did not reload:\n" + service.log_text()
+        time.sleep(0.02)
+
+
+def test_a_reload_hands_the_checks_states_to_the_new_worker(make_service, fake_servers):
+    """A reload through haproxy.service (states saved to server-state-file first) keeps a
+    healthy check at 200: the new worker starts from the last checks' results."""
+    healthy, = fake_servers(1)
+    targets = [dict(healthy.target, name="healthy-%d" % index) for index in range(20)]
+    service = make_service(haproxy_checktcp_targets=targets, haproxy_checktcp_mode="cached")
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    sampler = Sampler(service.port, "/")
+    try:
+        wait_status(service, 200, 15, path="/?format=text")
+        sampler.start()
+        for _cycle in range(3):
+            reload_and_wait(service)
+            time.sleep(RELOAD_WATCH_S / 3)
+    finally:
+        sampler.stopping.set()
+        sampler.join(10)
+        service.stop()
+    assert set(sampler.counts) == {200}, sampler.counts
+    assert sampler.counts[200] > 50, sampler.counts
+
+
+def test_a_target_moved_to_another_port_starts_unchecked(make_service, fake_servers):
+    """HAProxy restores a saved state by backend and server name, and with it the server's
+    port: a target whose port changed must not inherit the old port's state (and port)."""
+    healthy, = fake_servers(1)
+    moved = {"host": LOOPBACK, "port": free_ports()[0], "name": "web"}
+    service = make_service(haproxy_checktcp_targets=[dict(healthy.target, name="web")],
+                           haproxy_checktcp_mode="cached", haproxy_checktcp_interval_ms=INTERVAL_MS)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    try:
+        wait_status(service, 200, 15, path="/?format=text")
+        returncode, output = service.render({"haproxy_checktcp_targets": [moved]})
+        assert returncode == 0, output
+        reload_and_wait(service)
+        answers = {}
+        end = time.monotonic() + 5 * INTERVAL_MS / 1000
+        while time.monotonic() < end:
+            status = http_request(service.port, path="/?format=text", timeout=2).status
+            answers[status] = answers.get(status, 0) + 1
+            time.sleep(SAMPLE_EVERY_S)
+    finally:
+        service.stop()
+    assert set(answers) == {503}, answers
