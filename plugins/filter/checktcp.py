@@ -14,6 +14,7 @@ every error names the variable to fix.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -255,7 +256,24 @@ def _conversation(where, check, ca_dir):
     check["server_words"] = [conversation.server_words(
         check["tls"], check["tls_verify"], check["tls_ca_file"],
         conversation.default_sni(target["host"], check["tls_sni"]), check["proxy_protocol"]) for target in targets]
+    check["targets"] = [dict(target, server=name) for target, name in zip(targets, _server_names(check))]
     return check
+
+
+def _server_names(check):
+    """Each target's server name in HAProxy's health checks (cached mode).
+
+    A reload hands the next worker each server's state by backend and server
+    name (server-state-file), port included; naming a server after its address
+    and the way it is probed means a state only returns to the same target,
+    checked the same way: a changed target starts unchecked."""
+    names, seen = [], {}
+    for target, words in zip(check["targets"], check["server_words"]):
+        what = json.dumps([target["host"], target["port"], words, check["tcp_check_rules"]], sort_keys=True)
+        name = "t" + hashlib.sha1(what.encode("utf-8")).hexdigest()[:12]
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else "%s-%d" % (name, seen[name]))
+    return names
 
 
 def _policy(where, given, policy, count):

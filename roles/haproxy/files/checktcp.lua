@@ -586,7 +586,7 @@ local function engine_verdict(check)
   local rows, up, seen = {}, 0, true
   local now = wall_ms()
   for i, st in ipairs(check.states) do
-    local stats = servers["t" .. i]:get_stats()
+    local stats = servers[st.target.server]:get_stats()
     -- "* " marks a check in progress; INI, none done yet.
     local status = tostring(stats.check_status or ""):gsub("^%* ", "")
     -- "UP 0/N": the last check failed and HAProxy has not marked the server
@@ -1002,7 +1002,7 @@ core.register_service("checktcp_metrics", "http", function(applet)
   for _, check in ipairs(checks) do
     if check.mode == "cached" then
       local servers = core.backends[check.engine_backend].servers
-      for i, st in ipairs(check.states) do stats[st] = servers["t" .. i]:get_stats() end
+      for _, st in ipairs(check.states) do stats[st] = servers[st.target.server]:get_stats() end
     end
   end
   for _, metric in ipairs(TARGET_METRICS) do

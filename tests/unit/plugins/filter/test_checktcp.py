@@ -44,6 +44,11 @@ class UndefinedHostVars(dict):
         return dict.__getitem__(self, key)
 
 
+
+def addresses(check_out):
+    """A check's targets without their server names (tested on their own)."""
+    return [{key: value for key, value in item.items() if key != "server"} for item in check_out["targets"]]
+
 def expand(checks=None, defaults=None, groups=None, hostvars=None, me="haproxy1", overview="/"):
     merged = dict(DEFAULTS, **(defaults or {}))
     return checktcp.checktcp_checks(checks, merged, groups or {}, hostvars or {}, me, overview)
@@ -63,6 +68,8 @@ def check(name, path, targets, policy="all", required=None, **settings):
     out["tcp_check_rules"] = conversation.tcp_check_rules(out["ops"])
     # No TLS, no PROXY protocol: no words on the server lines.
     out["server_words"] = [{"relay": [], "check": []} for _target in targets]
+    # Server names: their properties are tested below (test_server_names_*).
+    out["targets"] = [dict(item, server=name) for item, name in zip(targets, checktcp._server_names(out))]
     return out
 
 
@@ -115,7 +122,7 @@ def test_targets_derived_from_the_group_as_the_echo_servers_bind():
 
     result = expand(None, groups=groups, hostvars=HOSTVARS)
 
-    assert result["checks"][0]["targets"] == [
+    assert addresses(result["checks"][0]) == [
         # wildcard bind on this host: loopback
         {"host": "127.0.0.1", "port": 8081, "name": "haproxy1", "family": "ipv4"},
         # wildcard bind elsewhere: the default address, else ansible_host, else the inventory name
@@ -133,7 +140,7 @@ def test_targets_derived_from_the_group_as_the_echo_servers_bind():
 def test_a_loopback_echo_server_on_this_host_is_a_target():
     result = expand(None, groups={"echo_servers": ["haproxy1"]}, hostvars={"haproxy1": {}})
 
-    assert result["checks"][0]["targets"] == [
+    assert addresses(result["checks"][0]) == [
         {"host": "127.0.0.1", "port": 8080, "name": "haproxy1", "family": "ipv4"}]
 
 
@@ -141,7 +148,7 @@ def test_a_loopback_echo_server_on_this_host_is_a_target():
 def test_single_check_without_group_hosts_probes_the_fallback(groups):
     result = expand(None, groups=groups)
 
-    assert result["checks"][0]["targets"] == [target("127.0.0.1", 8080)]
+    assert addresses(result["checks"][0]) == [target("127.0.0.1", 8080)]
 
 
 # Bad single-check variables: the message names the variable and shows the value
@@ -542,3 +549,38 @@ def test_filter_module_lists_the_filters():
         "checktcp_bufsize", "checktcp_checks", "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems",
         "checktcp_unresolved",
         "to_lua"]
+
+
+# ------------------------------------------------------ server names (cached mode)
+
+def server_names(checks):
+    return {item["name"]: item["server"] for item in expand(checks)["checks"][0]["targets"]}
+
+
+def test_server_names_are_stable_and_follow_their_target_not_its_position():
+    a, b = {"host": "10.0.0.1", "port": 7, "name": "a"}, {"host": "10.0.0.2", "port": 7, "name": "b"}
+    first = server_names([{"name": "web", "targets": [a, b]}])
+    assert first == server_names([{"name": "web", "targets": [a, b]}])
+    assert first == server_names([{"name": "web", "targets": [b, a]}])
+    assert server_names([{"name": "web", "targets": [b]}]) == {"b": first["b"]}
+
+
+@pytest.mark.parametrize("change", [
+    {"port": 8}, {"host": "10.0.0.9"}, {"preset": "redis"}, {"expect": "other"}, {"proxy_protocol": "v2"},
+], ids=["port", "host", "preset", "expect", "proxy"])
+def test_a_server_name_changes_with_the_address_or_the_way_it_is_probed(change):
+    """A saved state must never return to a target probed elsewhere or otherwise."""
+    target_keys = {"port", "host"}
+    base = {"host": "10.0.0.1", "port": 7, "name": "a"}
+    changed_target = dict(base, **{k: v for k, v in change.items() if k in target_keys})
+    settings = {k: v for k, v in change.items() if k not in target_keys}
+    before = server_names([{"name": "web", "targets": [base]}])["a"]
+    after = server_names([dict({"name": "web", "targets": [changed_target]}, **settings)])["a"]
+    assert before != after
+
+
+def test_the_same_target_twice_gets_two_server_names():
+    names = server_names([{"name": "web", "targets": [{"host": "10.0.0.1", "port": 7, "name": "one"},
+                                                      {"host": "10.0.0.1", "port": 7, "name": "two"}]}])
+    assert names["two"] == names["one"] + "-2"
+    assert all(name.startswith("t") and name.replace("-", "").isalnum() for name in names.values())
