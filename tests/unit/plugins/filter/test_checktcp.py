@@ -567,7 +567,8 @@ def test_server_names_are_stable_and_follow_their_target_not_its_position():
 
 @pytest.mark.parametrize("change", [
     {"port": 8}, {"host": "10.0.0.9"}, {"preset": "redis"}, {"expect": "other"}, {"proxy_protocol": "v2"},
-], ids=["port", "host", "preset", "expect", "proxy"])
+    {"timeout_ms": 900}, {"fall": 2},
+], ids=["port", "host", "preset", "expect", "proxy", "timeout", "fall"])
 def test_a_server_name_changes_with_the_address_or_the_way_it_is_probed(change):
     """A saved state must never return to a target probed elsewhere or otherwise."""
     target_keys = {"port", "host"}
@@ -584,3 +585,14 @@ def test_the_same_target_twice_gets_two_server_names():
                                                       {"host": "10.0.0.1", "port": 7, "name": "two"}]}])
     assert names["two"] == names["one"] + "-2"
     assert all(name.startswith("t") and name.replace("-", "").isalnum() for name in names.values())
+
+
+def test_a_name_resolved_to_another_address_gets_another_server_name():
+    """Named after the address probed: a DNS record that moves must not carry its old address's state."""
+    wanted = expand([{"name": "web", "targets": [{"host": "echo.example", "port": 7}]}])
+    first, second = (checktcp.checktcp_resolve(wanted, {"echo.example": address})["checks"][0]["targets"][0]
+                     for address in ("10.0.0.1", "10.0.0.2"))
+    assert (first["host"], second["host"]) == ("10.0.0.1", "10.0.0.2")
+    assert first["server"] != second["server"]
+    again = checktcp.checktcp_resolve(wanted, {"echo.example": "10.0.0.1"})["checks"][0]["targets"][0]
+    assert again["server"] == first["server"]
