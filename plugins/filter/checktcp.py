@@ -265,11 +265,14 @@ def _server_names(check):
 
     A reload hands the next worker each server's state by backend and server
     name (server-state-file), port included; naming a server after its address
-    and the way it is probed means a state only returns to the same target,
-    checked the same way: a changed target starts unchecked."""
+    (once resolved: checktcp_resolve names them again) and the way it is probed
+    (the rules, the server line's words, the timeout, rise and fall) means a
+    state only returns to the same target, checked the same way: a changed
+    target starts unchecked. A CA file's contents are not in the name."""
     names, seen = [], {}
     for target, words in zip(check["targets"], check["server_words"]):
-        what = json.dumps([target["host"], target["port"], words, check["tcp_check_rules"]], sort_keys=True)
+        what = json.dumps([target["host"], target["port"], words, check["tcp_check_rules"],
+                           check["timeout_ms"], check["rise"], check["fall"]], sort_keys=True)
         name = "t" + hashlib.sha1(what.encode("utf-8")).hexdigest()[:12]
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else "%s-%d" % (name, seen[name]))
@@ -626,7 +629,9 @@ def checktcp_resolve(checktcp, addresses):
                                                 _shown(check["name"]), _shown(target["name"]), problem, _shown(answer)))
                 target["host"] = address
             resolved.append(target)
-        check["targets"] = resolved
+        # Named again: a server's saved state must follow the address probed, not the name.
+        check["targets"] = [dict(target, server=name) for target, name in zip(resolved, _server_names(
+            dict(check, targets=resolved)))]
         out["checks"].append(check)
     return out
 
