@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import importlib.machinery
+import importlib.util
 import json
 import os
 import pathlib
@@ -34,6 +36,18 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _load_validator():
+    """roles/haproxy/files/haproxy-validate, whose settled_states() the reloads here share with the unit's."""
+    loader = importlib.machinery.SourceFileLoader(
+        "haproxy_validate", str(REPO / "roles" / "haproxy" / "files" / "haproxy-validate"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("haproxy_validate", loader))
+    loader.exec_module(module)
+    return module
+
+
+VALIDATOR = _load_validator()
 # With CHECKTCP_HAPROXY_IMAGE set, "haproxy" (for the role's validation and
 # for serving) is that image's, run on the host's network by bin/haproxy.
 if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
@@ -444,7 +458,7 @@ class StatusService:
             conn.sendall(b"show servers state\n")
             states = b"".join(iter(lambda: conn.recv(65536), b""))
         assert states.startswith(b"1\n"), states
-        self.server_state_file().write_bytes(states)
+        self.server_state_file().write_text(VALIDATOR.settled_states(states.decode()))
 
     # HAProxy
     def start(self, timeout=5.0, env=None):

@@ -144,22 +144,58 @@ def start_master_worker(service):
     """HAProxy in master-worker mode (-W), as systemd runs it, so that SIGUSR2 reloads it."""
     service.clear_server_states()
     stderr = open(service.stderr, "ab")  # pylint: disable=consider-using-with
-    proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(service.config)], cwd=service.workdir,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    master_cli = service.workdir / "master.sock"
+    master_cli.unlink(missing_ok=True)
+    proc = subprocess.Popen([haproxy_binary(), "-W", "-db", "-S", str(master_cli), "-f", str(service.config)],
+                            cwd=service.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     stderr.close()
     service.proc = proc
     end = time.monotonic() + 10
     while True:
         try:
             socket.create_connection((LOOPBACK, service.port), timeout=0.2).close()
-            break
+            # The master takes signals once its loop runs, as its CLI shows (systemd
+            # would not reload a unit still starting either): a SIGUSR2 sent
+            # before was seen lost on 2.6.
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(2)
+                conn.connect(str(master_cli))
+                conn.sendall(b"show proc\n")
+                conn.shutdown(socket.SHUT_WR)
+                if b"worker" in b"".join(iter(lambda: conn.recv(65536), b"")):
+                    break
         except OSError:
-            assert proc.poll() is None and time.monotonic() < end, service.log_text()
-            time.sleep(0.02)
+            pass
+        assert proc.poll() is None and time.monotonic() < end, service.log_text()
+        time.sleep(0.02)
+
+
+def worker_pid(service):
+    """The PID of the worker answering HAProxy's admin socket (a reload replaces it)."""
+    for _attempt in range(50):
+        try:
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(2)
+                conn.connect(str(service.workdir / "admin.sock"))
+                conn.sendall(b"show info\n")
+                info = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+            return int(re.search(r"^Pid: (\d+)", info, re.M).group(1))
+        except (OSError, AttributeError):
+            time.sleep(0.02)  # the admin socket passes from worker to worker
+    raise AssertionError("no worker answers on the admin socket")
+
+
+def wait_new_worker(service, before):
+    end = time.monotonic() + 10
+    while worker_pid(service) == before:
+        assert time.monotonic() < end, "HAProxy did not reload (worker %s):\n%s" % (before, service.log_text()[-1500:])
+        time.sleep(0.02)
 
 
 def reload_master_worker(service, save_states=True):
-    """A reload as haproxy.service's does it (the states saved first), or a bare SIGUSR2."""
+    """A reload as haproxy.service's drop-in does it (the states saved, the master signalled,
+    the new worker awaited, the file emptied), or a bare SIGUSR2 (returns at once)."""
+    before = worker_pid(service) if save_states else None
     if save_states:
         service.save_server_states()
     if os.environ.get("CHECKTCP_HAPROXY_IMAGE"):
@@ -167,6 +203,9 @@ def reload_master_worker(service, save_states=True):
             os.environ.get("CHECKTCP_ID", "checktcp"), service.proc.pid)], capture_output=True, check=True)
     else:
         service.proc.send_signal(signal.SIGUSR2)
+    if save_states:
+        wait_new_worker(service, before)
+        service.clear_server_states()
 
 
 def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
@@ -229,29 +268,11 @@ def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake
     assert max(windows) < RELOAD_PENDING_BOUND_S, windows
 
 
-def worker_pid(service):
-    """The PID of the worker answering HAProxy's admin socket (a reload replaces it)."""
-    for _attempt in range(50):
-        try:
-            with socket.socket(socket.AF_UNIX) as conn:
-                conn.settimeout(2)
-                conn.connect(str(service.workdir / "admin.sock"))
-                conn.sendall(b"show info\n")
-                info = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
-            return int(re.search(r"^Pid: (\d+)", info, re.M).group(1))
-        except (OSError, AttributeError):
-            time.sleep(0.02)  # the admin socket passes from worker to worker
-    raise AssertionError("no worker answers on the admin socket")
-
-
 def reload_and_wait(service, save_states=True):
-    """Reload as haproxy.service does; return once the new worker answers the admin socket."""
+    """Reload; return once the new worker answers the admin socket."""
     before = worker_pid(service)
     reload_master_worker(service, save_states)
-    end = time.monotonic() + 10
-    while worker_pid(service) == before:
-        assert time.monotonic() < end, "HAProxy did not reload:\n" + service.log_text()
-        time.sleep(0.02)
+    wait_new_worker(service, before)
 
 
 def test_a_reload_hands_the_checks_states_to_the_new_worker(make_service, fake_servers):
@@ -295,6 +316,63 @@ def test_a_target_moved_to_another_port_starts_unchecked(make_service, fake_serv
         reload_and_wait(service)
         answers = {}
         end = time.monotonic() + 5 * INTERVAL_MS / 1000
+        while time.monotonic() < end:
+            status = http_request(service.port, path="/?format=text", timeout=2).status
+            answers[status] = answers.get(status, 0) + 1
+            time.sleep(SAMPLE_EVERY_S)
+    finally:
+        service.stop()
+    assert set(answers) == {503}, answers
+
+
+def test_a_reload_outside_the_unit_never_loads_old_states(make_service, fake_servers):
+    """The unit's reload empties the state file once the new worker has it: a later bare
+    SIGUSR2 (or the master CLI's reload) must not restore a target that was up then and is
+    silent now (its first check takes the timeout, so old states would answer 200 meanwhile)."""
+    target, = fake_servers(1)
+    service = make_service(haproxy_checktcp_targets=[target.target], haproxy_checktcp_mode="cached",
+                           haproxy_checktcp_interval_ms=INTERVAL_MS, haproxy_checktcp_timeout_ms=SLOW_TIMEOUT_MS)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    answers = {}
+    try:
+        wait_status(service, 200, 15, path="/?format=text")
+        reload_and_wait(service)
+        wait_status(service, 200, 5, path="/?format=text")
+        target.behave("silent")
+        wait_status(service, 503, 10, path="/?format=text")
+        reload_and_wait(service, save_states=False)
+        end = time.monotonic() + SLOW_TIMEOUT_MS / 1000
+        while time.monotonic() < end:
+            status = http_request(service.port, path="/?format=text", timeout=2).status
+            answers[status] = answers.get(status, 0) + 1
+            time.sleep(SAMPLE_EVERY_S)
+    finally:
+        service.stop()
+    assert set(answers) == {503}, answers
+
+
+def test_a_server_up_after_a_failed_check_is_not_handed_over(make_service, fake_servers):
+    """With fall 2 a target whose first check failed stays up ("UP 1/2"); HAProxy would restore
+    it up at full health with its failed check, and the page would say 200 for two more
+    intervals. The reload must leave it out: the new worker checks it first."""
+    target, = fake_servers(1)
+    service = make_service(haproxy_checktcp_targets=[target.target], haproxy_checktcp_mode="cached",
+                           haproxy_checktcp_interval_ms=1000, haproxy_checktcp_fall=2)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    answers = {}
+    try:
+        wait_status(service, 200, 15, path="/?format=text")
+        target.behave("refuse")
+        end = time.monotonic() + 5
+        while not [row for row in service.stat_rows("checktcp_check_checktcp") if row["status"].startswith("UP 1/")]:
+            assert time.monotonic() < end, service.stat_rows("checktcp_check_checktcp")
+            time.sleep(SAMPLE_EVERY_S)
+        reload_and_wait(service)
+        end = time.monotonic() + 1.5
         while time.monotonic() < end:
             status = http_request(service.port, path="/?format=text", timeout=2).status
             answers[status] = answers.get(status, 0) + 1
