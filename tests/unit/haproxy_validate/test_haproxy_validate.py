@@ -426,6 +426,7 @@ def test_every_listener_carries_its_v6only_option():
 STATE_CONFIG = """\
 global
     stats timeout 5s
+    server-state-file {state_file}
 defaults
     mode tcp
     timeout connect 1s
@@ -433,6 +434,7 @@ defaults
     timeout server 1s
 backend engine
     option tcp-check
+    load-server-state-from-file global
     server down-one 127.0.0.1:{port} check inter 100ms
 frontend page
     bind 127.0.0.1:{page_port}
@@ -440,17 +442,23 @@ frontend page
 """
 
 
+def start_master_worker(tmp_path, monkeypatch):
+    """A master-worker HAProxy with a master CLI, as Debian's unit runs it, and its state file (no states)."""
+    state_file = tmp_path / "server-state"
+    state_file.write_text(validator.NO_SERVER_STATES)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(STATE_CONFIG.format(port=free_port(socket.AF_INET, "127.0.0.1"), state_file=state_file,
+                                          page_port=free_port(socket.AF_INET, "127.0.0.1")))
+    proc = subprocess.Popen([HAPROXY, "-W", "-db", "-S", str(tmp_path / "master.sock"), "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setattr(validator, "master_pid", lambda: proc.pid)
+    return proc, state_file
+
+
 @needs_haproxy
 def test_saved_server_states_are_the_running_workers(tmp_path, monkeypatch):
     """What a reload hands the next worker: the current worker's states, from a real master CLI."""
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(STATE_CONFIG.format(port=free_port(socket.AF_INET, "127.0.0.1"),
-                                          page_port=free_port(socket.AF_INET, "127.0.0.1")))
-    master_cli = tmp_path / "master.sock"
-    proc = subprocess.Popen([HAPROXY, "-W", "-db", "-S", str(master_cli), "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    monkeypatch.setattr(validator, "master_pid", lambda: proc.pid)
-    state_file = tmp_path / "server-state"
+    proc, state_file = start_master_worker(tmp_path, monkeypatch)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -481,3 +489,71 @@ def test_an_answer_that_is_not_states_saves_none(tmp_path, monkeypatch):
     monkeypatch.setattr(validator, "master_socket", lambda _pid: "/nonexistent")
     assert validator.save_server_state(str(state_file), answer_of=lambda _path, _cmd: "Unknown command.\n") == 0
     assert state_file.read_text() == "1\n"
+
+
+@needs_haproxy
+def test_a_reload_hands_the_states_over_then_forgets_them(tmp_path, monkeypatch, capsys):
+    """The unit's reload: the new worker starts with the old one's states (here an admin's
+    maintenance, which a fresh worker would not have), and the file holds none afterwards, so a
+    reload outside the unit (a bare SIGUSR2) never loads them later."""
+    proc, state_file = start_master_worker(tmp_path, monkeypatch)
+    master_cli = str(tmp_path / "master.sock")
+
+    def server_state():
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = validator.master_command(master_cli, "@1 show servers state")
+                rows = [line.split() for line in answer.splitlines()[1:] if line and not line.startswith("#")]
+                if rows:
+                    return validator.show_proc(proc.pid)[1][2], rows[0]
+            except OSError:
+                pass  # the master CLI is down while the master re-executes
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    try:
+        old_workers, _row = server_state()
+        validator.master_command(master_cli, "@1 set server engine/down-one state maint")
+        assert validator.reload_with_server_state(str(state_file), proc.pid) == 0
+        new_workers, row = server_state()
+        # srv_admin_state 1: forced maintenance, from the saved states.
+        assert row[6] == "1", row
+        assert [pid for pid, reloads in new_workers if reloads == 0] != [pid for pid, reloads in old_workers]
+        assert state_file.read_text() == validator.NO_SERVER_STATES
+        assert "saved 1 server states" in capsys.readouterr().out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_file_that_cannot_be_written_is_removed(tmp_path):
+    state_file = tmp_path / "server-state"
+    state_file.write_text("1\n3 engine 1 t1 127.0.0.1 2 0 1 1 9 1 0 2 0 0 0 0 - 7 0 0 - - 0\n")
+    (tmp_path / "server-state.new").mkdir()  # the temporary file cannot be created
+    validator.write_server_states(str(state_file), validator.NO_SERVER_STATES)
+    assert not state_file.exists()
+
+
+HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+          "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+          "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port "
+          "srv_check_addr srv_agent_addr srv_agent_port\n")
+
+
+def state_line(name, op_state, check_result):
+    return "3 engine 1 %s 127.0.0.1 %d 0 1 1 9 15 %d 0 6 0 0 0 - 7 - 0 0 - - 0\n" % (name, op_state, check_result)
+
+
+def test_a_server_seen_up_after_a_failed_check_is_not_handed_over():
+    """HAProxy would restore it up at full health: it must start unchecked instead."""
+    answer = "1\n" + HEADER + "".join([
+        state_line("up-passed", 2, 3), state_line("up-failed", 2, 2), state_line("up-neutral", 2, 1),
+        state_line("down-failed", 0, 2), state_line("never-checked", 2, 0), state_line("starting-failed", 1, 2)])
+    kept = [line.split()[3] for line in validator.settled_states(answer).splitlines()[2:]]
+    assert kept == ["up-passed", "down-failed", "never-checked"]
+    assert validator.settled_states(answer).startswith("1\n" + HEADER)
+
+
+def test_an_answer_without_the_columns_hands_nothing_over():
+    assert validator.settled_states("1\n# be_id be_name\n3 engine\n") == validator.NO_SERVER_STATES
