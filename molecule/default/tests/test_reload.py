@@ -6,6 +6,7 @@ Its own module, not a test per host: test_default.py's tests run host by host,
 and two runs of site.yml for each of three hosts cost minutes of CI's time."""
 
 import os
+import re
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import apply_site
 PREFIX = os.environ["CHECKTCP_ID"] + "-default-"
 HOSTS = [PREFIX + suffix for suffix in ("debian12", "debian13", "forky")]
 CHECKS_FILE = r"/etc/haproxy/lua/checktcp-checks-[0-9a-f]*\.lua"
+STATE_FILE = "/etc/haproxy/lua/checktcp-server-state"
 
 
 def pids(host):
@@ -59,3 +61,13 @@ def test_config_change_reloads_without_restart(reloaded, name):
         hosts[name].check_output("journalctl -u haproxy --no-pager -n 30")
     code = hosts[name].check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/")
     assert code == "200"
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_the_reload_handed_the_server_states_over_then_forgot_them(reloaded, name):
+    """haproxy.service's drop-in saved the worker's states through the master CLI (every server,
+    the probe relays' too), and emptied the file once the new worker had loaded it."""
+    hosts = reloaded[0]
+    journal = hosts[name].check_output("journalctl -u haproxy.service --no-pager -n 300")
+    assert re.search(r"checktcp: saved [1-9][0-9]* server states for the next worker", journal), journal[-3000:]
+    assert hosts[name].file(STATE_FILE).content_string == "1\n"
