@@ -452,13 +452,9 @@ class StatusService:
             self.server_state_file().write_text("1\n")
 
     def save_server_states(self):
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.settimeout(5)
-            conn.connect(str(self.workdir / "admin.sock"))
-            conn.sendall(b"show servers state\n")
-            states = b"".join(iter(lambda: conn.recv(65536), b""))
-        assert states.startswith(b"1\n"), states
-        self.server_state_file().write_text(VALIDATOR.settled_states(states.decode()))
+        states = self.admin_command("show servers state")
+        assert states.startswith("1\n"), states
+        self.server_state_file().write_text(VALIDATOR.settled_states(states))
 
     # HAProxy
     def start(self, timeout=5.0, env=None):
@@ -505,14 +501,17 @@ class StatusService:
     def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
         return http_request(self.port, method, path, headers, body, timeout)
 
+    def admin_command(self, command, timeout=5.0):
+        """HAProxy's answer to ``command`` on its admin socket (no Lua)."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(self.workdir / "admin.sock"))
+            conn.sendall(command.encode() + b"\n")
+            return b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+
     def show_stat(self):
         """Every row of HAProxy's ``show stat`` (admin socket: no Lua), as dicts."""
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.settimeout(5)
-            conn.connect(str(self.workdir / "admin.sock"))
-            conn.sendall(b"show stat\n")
-            data = b"".join(iter(lambda: conn.recv(65536), b""))
-        lines = data.decode().splitlines()
+        lines = self.admin_command("show stat").splitlines()
         names = lines[0].lstrip("# ").split(",")
         return [dict(zip(names, line.split(","))) for line in lines[1:]]
 

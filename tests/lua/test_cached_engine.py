@@ -174,12 +174,7 @@ def worker_pid(service):
     """The PID of the worker answering HAProxy's admin socket (a reload replaces it)."""
     for _attempt in range(50):
         try:
-            with socket.socket(socket.AF_UNIX) as conn:
-                conn.settimeout(2)
-                conn.connect(str(service.workdir / "admin.sock"))
-                conn.sendall(b"show info\n")
-                info = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
-            return int(re.search(r"^Pid: (\d+)", info, re.M).group(1))
+            return int(re.search(r"^Pid: (\d+)", service.admin_command("show info", timeout=2), re.M).group(1))
         except (OSError, AttributeError):
             time.sleep(0.02)  # the admin socket passes from worker to worker
     raise AssertionError("no worker answers on the admin socket")
@@ -236,18 +231,28 @@ def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
     assert sampler.counts.get(503, 0) > 50, sampler.counts
 
 
+def cached_check(make_service, targets, **variables):
+    """A cached check of ``targets``, rendered and started in master-worker mode."""
+    service = make_service(haproxy_checktcp_targets=targets, haproxy_checktcp_mode="cached", **variables)
+    returncode, output = service.render()
+    assert returncode == 0, output
+    start_master_worker(service)
+    return service
+
+
+def twenty_healthy_targets(make_service, fake_servers):
+    """A cached check of 20 healthy targets (one fake server) with the role's defaults."""
+    healthy, = fake_servers(1)
+    return cached_check(make_service, [dict(healthy.target, name="healthy-%d" % index) for index in range(20)])
+
+
 def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake_servers):
     """A reload without saved states (HAProxy signalled directly, not through its unit)
     starts a worker that has checked nothing: its pages say 503 (pending) until every
     target's first check. HAProxy spreads the first checks over the smallest interval
     (2 s by default) unless max-spread-checks bounds that, so a load balancer following a
     healthy 20-target check saw 503 for about 1.9 s after each reload."""
-    healthy, = fake_servers(1)
-    targets = [dict(healthy.target, name="healthy-%d" % index) for index in range(20)]
-    service = make_service(haproxy_checktcp_targets=targets, haproxy_checktcp_mode="cached")
-    returncode, output = service.render()
-    assert returncode == 0, output
-    start_master_worker(service)
+    service = twenty_healthy_targets(make_service, fake_servers)
     windows = []
     try:
         wait_status(service, 200, 15, path="/?format=text")
@@ -268,6 +273,17 @@ def test_a_reload_leaves_a_healthy_check_pending_only_briefly(make_service, fake
     assert max(windows) < RELOAD_PENDING_BOUND_S, windows
 
 
+def text_answers(service, seconds):
+    """{status: count} of the text answer, asked every SAMPLE_EVERY_S for ``seconds``."""
+    answers = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        status = http_request(service.port, path="/?format=text", timeout=2).status
+        answers[status] = answers.get(status, 0) + 1
+        time.sleep(SAMPLE_EVERY_S)
+    return answers
+
+
 def reload_and_wait(service, save_states=True):
     """Reload; return once the new worker answers the admin socket."""
     before = worker_pid(service)
@@ -278,12 +294,7 @@ def reload_and_wait(service, save_states=True):
 def test_a_reload_hands_the_checks_states_to_the_new_worker(make_service, fake_servers):
     """A reload through haproxy.service (states saved to server-state-file first) keeps a
     healthy check at 200: the new worker starts from the last checks' results."""
-    healthy, = fake_servers(1)
-    targets = [dict(healthy.target, name="healthy-%d" % index) for index in range(20)]
-    service = make_service(haproxy_checktcp_targets=targets, haproxy_checktcp_mode="cached")
-    returncode, output = service.render()
-    assert returncode == 0, output
-    start_master_worker(service)
+    service = twenty_healthy_targets(make_service, fake_servers)
     sampler = Sampler(service.port, "/")
     try:
         wait_status(service, 200, 15, path="/?format=text")
@@ -304,22 +315,13 @@ def test_a_target_moved_to_another_port_starts_unchecked(make_service, fake_serv
     port: a target whose port changed must not inherit the old port's state (and port)."""
     healthy, = fake_servers(1)
     moved = {"host": LOOPBACK, "port": free_ports()[0], "name": "web"}
-    service = make_service(haproxy_checktcp_targets=[dict(healthy.target, name="web")],
-                           haproxy_checktcp_mode="cached", haproxy_checktcp_interval_ms=INTERVAL_MS)
-    returncode, output = service.render()
-    assert returncode == 0, output
-    start_master_worker(service)
+    service = cached_check(make_service, [dict(healthy.target, name="web")], haproxy_checktcp_interval_ms=INTERVAL_MS)
     try:
         wait_status(service, 200, 15, path="/?format=text")
         returncode, output = service.render({"haproxy_checktcp_targets": [moved]})
         assert returncode == 0, output
         reload_and_wait(service)
-        answers = {}
-        end = time.monotonic() + 5 * INTERVAL_MS / 1000
-        while time.monotonic() < end:
-            status = http_request(service.port, path="/?format=text", timeout=2).status
-            answers[status] = answers.get(status, 0) + 1
-            time.sleep(SAMPLE_EVERY_S)
+        answers = text_answers(service, 5 * INTERVAL_MS / 1000)
     finally:
         service.stop()
     assert set(answers) == {503}, answers
@@ -330,11 +332,8 @@ def test_a_reload_outside_the_unit_never_loads_old_states(make_service, fake_ser
     SIGUSR2 (or the master CLI's reload) must not restore a target that was up then and is
     silent now (its first check takes the timeout, so old states would answer 200 meanwhile)."""
     target, = fake_servers(1)
-    service = make_service(haproxy_checktcp_targets=[target.target], haproxy_checktcp_mode="cached",
-                           haproxy_checktcp_interval_ms=INTERVAL_MS, haproxy_checktcp_timeout_ms=SLOW_TIMEOUT_MS)
-    returncode, output = service.render()
-    assert returncode == 0, output
-    start_master_worker(service)
+    service = cached_check(make_service, [target.target], haproxy_checktcp_interval_ms=INTERVAL_MS,
+                           haproxy_checktcp_timeout_ms=SLOW_TIMEOUT_MS)
     answers = {}
     try:
         wait_status(service, 200, 15, path="/?format=text")
@@ -343,11 +342,7 @@ def test_a_reload_outside_the_unit_never_loads_old_states(make_service, fake_ser
         target.behave("silent")
         wait_status(service, 503, 10, path="/?format=text")
         reload_and_wait(service, save_states=False)
-        end = time.monotonic() + SLOW_TIMEOUT_MS / 1000
-        while time.monotonic() < end:
-            status = http_request(service.port, path="/?format=text", timeout=2).status
-            answers[status] = answers.get(status, 0) + 1
-            time.sleep(SAMPLE_EVERY_S)
+        answers = text_answers(service, SLOW_TIMEOUT_MS / 1000)
     finally:
         service.stop()
     assert set(answers) == {503}, answers
@@ -358,11 +353,8 @@ def test_a_server_up_after_a_failed_check_is_not_handed_over(make_service, fake_
     it up at full health with its failed check, and the page would say 200 for two more
     intervals. The reload must leave it out: the new worker checks it first."""
     target, = fake_servers(1)
-    service = make_service(haproxy_checktcp_targets=[target.target], haproxy_checktcp_mode="cached",
-                           haproxy_checktcp_interval_ms=1000, haproxy_checktcp_fall=2)
-    returncode, output = service.render()
-    assert returncode == 0, output
-    start_master_worker(service)
+    service = cached_check(make_service, [target.target], haproxy_checktcp_interval_ms=1000,
+                           haproxy_checktcp_fall=2)
     answers = {}
     try:
         wait_status(service, 200, 15, path="/?format=text")
@@ -372,11 +364,7 @@ def test_a_server_up_after_a_failed_check_is_not_handed_over(make_service, fake_
             assert time.monotonic() < end, service.stat_rows("checktcp_check_checktcp")
             time.sleep(SAMPLE_EVERY_S)
         reload_and_wait(service)
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
-            status = http_request(service.port, path="/?format=text", timeout=2).status
-            answers[status] = answers.get(status, 0) + 1
-            time.sleep(SAMPLE_EVERY_S)
+        answers = text_answers(service, 1.5)
     finally:
         service.stop()
     assert set(answers) == {503}, answers
