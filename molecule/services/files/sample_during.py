@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright (c) 2026, checktcp contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ask each URL every 10 ms while a command runs and for SECONDS after it;
@@ -7,24 +6,31 @@ as JSON (status 0: no answer, such as while HAProxy restarts).
 
 Usage: sample_during.py SECONDS COMMAND URL..."""
 
+import http.client
 import json
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
+
+
+def status_of(url):
+    """The HTTP status of a GET of url (0: no answer)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=2)
+    try:
+        conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""))
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
 
 
 def sample(url, answers, stopping):
     while not stopping.is_set():
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                status = response.status
-        except urllib.error.HTTPError as err:
-            status = err.code
-        except OSError:
-            status = 0
+        status = status_of(url)
         answers[str(status)] = answers.get(str(status), 0) + 1
         time.sleep(0.01)
 

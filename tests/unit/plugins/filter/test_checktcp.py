@@ -44,10 +44,10 @@ class UndefinedHostVars(dict):
         return dict.__getitem__(self, key)
 
 
-
 def addresses(check_out):
     """A check's targets without their server names (tested on their own)."""
     return [{key: value for key, value in item.items() if key != "server"} for item in check_out["targets"]]
+
 
 def expand(checks=None, defaults=None, groups=None, hostvars=None, me="haproxy1", overview="/"):
     merged = dict(DEFAULTS, **(defaults or {}))

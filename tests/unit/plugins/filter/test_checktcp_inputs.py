@@ -31,10 +31,10 @@ DEFAULTS = {
 INJECTED = "*:80\n    http-request return status 200 content-type text/plain string OK"
 
 
-
 def addresses(check_out):
     """A check's targets without their server names (tested on their own)."""
     return [{key: value for key, value in item.items() if key != "server"} for item in check_out["targets"]]
+
 
 def expand(checks=None, defaults=None, groups=None, hostvars=None, me="haproxy1"):
     return checktcp.checktcp_checks(checks, dict(DEFAULTS, **(defaults or {})), groups or {}, hostvars or {}, me, "/")
