@@ -65,6 +65,9 @@ DEMO_PACKAGES=(podman runc debootstrap curl python3-venv)
 # the install so that none holds a default port.
 REAL_SERVER_PACKAGES=(redis-server memcached openssh-server exim4-daemon-light openssl)
 REAL_SERVER_UNITS=(redis-server memcached ssh exim4)
+# The quick tier's (scripts/test quick): luacheck, the Lua interpreters of the
+# filter's and the fake HAProxy's tests, HAProxy and the real servers of the module's tests.
+QUICK_PACKAGES=(lua-check lua5.3 lua5.4 haproxy python3-venv "${REAL_SERVER_PACKAGES[@]}")
 TEST_PACKAGES=("${DEMO_PACKAGES[@]}" haproxy faketime git wrk shellcheck lua-check lua5.3 lua5.4 gcc libc6-dev
                "${REAL_SERVER_PACKAGES[@]}")
 

@@ -172,3 +172,18 @@ def test_sanity_fails_when_a_program_is_missing(tmp_path, output, verdict):
 def test_shellcheck_is_installed_by_the_setup():
     result = run(["bash", "-c", "source scripts/lib.sh && ensure_system_packages && command -v shellcheck"], env=clean_env())
     assert result.returncode == 0, result.stdout
+
+
+def bash_array(name):
+    result = run(["bash", "-c", 'source scripts/lib.sh && printf "%%s\\n" "${%s[@]}"' % name], env=clean_env())
+    assert result.returncode == 0, result.stdout
+    return set(result.stdout.split())
+
+
+def test_the_quick_tier_installs_what_the_unit_tests_run():
+    """`scripts/test quick` on a fresh machine failed 14 unit tests and errored
+    21: it installed luacheck and HAProxy, not the Lua interpreters the filter's
+    and the fake HAProxy's tests run, nor the real servers of the module's tests."""
+    quick = bash_array("QUICK_PACKAGES")
+    assert {"lua-check", "lua5.3", "lua5.4", "haproxy", "python3-venv"} <= quick, quick
+    assert bash_array("REAL_SERVER_PACKAGES") <= quick, quick
