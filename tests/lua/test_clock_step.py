@@ -32,8 +32,8 @@ INTERVAL_MS = 200
 DATED_WITHIN_MS = 1000
 DATED_TO_S = 0.001
 STEP_S = 3600
-# Long enough for libfaketime to see the new offset and for the service to
-# date its verdicts in the stepped clock (it checks the clock every second).
+# Long enough for libfaketime to see the new offset, and then some: the
+# answers are read across the step.
 ACROSS_STEP_S = FAKETIME_CACHE_S + 3.5
 
 
@@ -102,8 +102,8 @@ def assert_fresh(clock, answers, offset_s):
         len(wrong), len(answers), wrong[:5], clock.service.log_text())
     document = json.loads(checked(clock.service.request(path="/?format=json")).body)
     stepped_now = time.time() + offset_s
-    # Pages are dated to the millisecond (the service's wall clock is calibrated on
-    # a tick of os.time() looked for every ms): a stamp may read up to 1 ms ahead.
+    # Pages are dated to the millisecond (HAProxy's date against core.now, each
+    # in whole ms): a stamp may read up to 1 ms ahead.
     assert -DATED_TO_S <= stepped_now - utc(document["checked_at"]) <= DATED_WITHIN_MS / 1000, (
         document, stepped_now)
 

@@ -322,7 +322,7 @@ def test_cached_page_tells_when_the_verdict_was_taken(beds):
         [target] = document["targets"]
         taken = [utc(document["checked_at"]), utc(re.search(r'<time datetime="([^"]+)"', page).group(1))]
         for at in taken:
-            # 10 ms for the clock estimate (HAProxy's Lua has the wall clock in seconds only).
+            # A page dates its times by HAProxy's date (ms) against core.now (ms): 2 ms of rounding, and slack.
             assert -0.01 <= now - at <= bound_s, (document, now)
         assert target["checked_at"] is not None and abs(utc(target["checked_at"]) - taken[0]) <= bound_s
         time.sleep(0.1)

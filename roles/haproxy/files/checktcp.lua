@@ -31,9 +31,6 @@ local DECIDED_GRACE_MS = 20       -- once the policy is met, the other probes ha
 local WORKER_SPIN_MS = 2          -- HAProxy 2.6: a worker yields without sleeping this long after a probe,
 local WORKER_IDLE_POLL_MS = 50    -- then polls every 1, 2, 4... ms, up to this
 local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
-local CLOCK_CHECK_MS = 1000       -- how often the wall clock estimate is checked
-local CLOCK_SLACK_MS = 50         -- disagreement with os.time() that means the clock stepped
-local CLOCK_COARSE_MS = 50        -- calibration: the first look for os.time()'s tick, every this often
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
 local WATCH_MAX_MS = 250          -- a cached check's state is read at least this often
 local ENGINE_REUSE_MS = 100       -- a cached check's state read is reused by requests this long
@@ -60,35 +57,12 @@ local function mono_ms()
   return t.sec * 1000 + t.usec // 1000
 end
 
--- HAProxy's Lua has a monotonic clock in ms (core.now) and the wall clock in
--- seconds (os.time); haproxy.cfg only the wall clock in ms. The offset
--- between them is measured on a tick of os.time() and measured again when
--- os.time() disagrees, so pages are dated to the millisecond.
-local wall_offset_ms = os.time() * 1000 + 500 - mono_ms()
-
-local function wall_ms()
-  return mono_ms() + wall_offset_ms
-end
-
--- Finds os.time()'s tick coarsely (every CLOCK_COARSE_MS), then waits for
--- the next one, polling every ms only in the last CLOCK_COARSE_MS before it.
-local function calibrate_wall_clock()
-  local second = os.time()
-  while os.time() == second do
-    core.msleep(CLOCK_COARSE_MS)
-  end
-  local next_tick = mono_ms() + 1000 - CLOCK_COARSE_MS
-  second = os.time()
-  core.msleep(math.max(next_tick - mono_ms(), 0))
-  while os.time() == second do
-    core.msleep(1)
-  end
-  wall_offset_ms = os.time() * 1000 - mono_ms()
-end
-
-local function wall_clock_stepped()
-  local ahead = os.time() * 1000 - wall_ms()
-  return ahead > CLOCK_SLACK_MS or ahead < -1000 - CLOCK_SLACK_MS
+-- core.now() runs from HAProxy's start date, monotonic: it does not follow
+-- the wall clock when it steps (NTP, an operator). Times are kept on it, and
+-- a page dates them by the wall clock's offset from it when it is rendered
+-- (HAProxy's own date, to the ms).
+local function wall_offset_ms(applet)
+  return applet.f:date(0, "ms") - mono_ms()
 end
 
 local function utc(ms)
@@ -97,15 +71,30 @@ end
 
 ---------------------------------------------------------------- utilities
 
--- Runs step() forever in a task; an error is logged and the step starts
--- again after a pause, so one error never ends a probe loop.
-local function forever(what, step, on_error)
+-- Runs step() in a task until it returns true; an error is logged and the
+-- step starts again after a pause, so one error never ends a probe loop.
+local function repeat_step(what, step, on_error)
   while true do
-    local ok, err = pcall(step)
+    local ok, done = pcall(step)
+    if ok and done then return end
     if not ok then
-      core.log(core.err, string.format("checktcp: %s: error: %s", what, tostring(err)))
-      if on_error then on_error(tostring(err)) end
+      core.log(core.err, string.format("checktcp: %s: error: %s", what, tostring(done)))
+      if on_error then on_error(tostring(done)) end
       core.msleep(ERROR_PAUSE_MS)
+    end
+  end
+end
+
+-- A poll where HAProxy cannot wake a task: each call yields without sleeping
+-- for the first spin_ms, then sleeps 1, 2, 4... ms, up to max_ms (and limit_ms).
+local function poller(spin_ms, max_ms)
+  local spin_until, pause = mono_ms() + spin_ms, 1
+  return function(limit_ms)
+    if mono_ms() < spin_until then
+      core.yield()
+    else
+      core.msleep(math.min(pause, limit_ms or pause))
+      pause = math.min(pause * 2, max_ms)
     end
   end
 end
@@ -180,7 +169,7 @@ local function line_stage(check, op, n)
 end
 
 -- One probe of one target, bounded by one deadline. on_stage(name) is told
--- each step. Returns { ok, reason, ms, finished (monotonic), wall }.
+-- each step. Returns { ok, reason, ms, finished }.
 local function probe(check, target, report_stage)
   local started = mono_ms()
   local current = "start"
@@ -327,7 +316,7 @@ local function probe(check, target, report_stage)
     verdict, reason = false, "probe error at " .. current .. ": " .. tostring(verdict)
   end
   local finished = mono_ms()
-  return { ok = verdict, reason = reason, ms = finished - started, finished = finished, wall = wall_ms() }
+  return { ok = verdict, reason = reason, ms = finished - started, finished = finished }
 end
 
 ------------------------------------------------------------------ targets
@@ -363,19 +352,11 @@ local function wait_for_demand(st)
     return
   end
   -- HAProxy 2.6 cannot wake a task: poll. A worker does not sleep right after a
-  -- probe (the next request is often already there), then backs off from
-  -- 1 ms to WORKER_IDLE_POLL_MS: a request to an idle check waits up to that
-  -- long for its probe to start, and an idle worker wakes 20 times a second.
-  local spin_until, pause = mono_ms() + WORKER_SPIN_MS, 1
-  while st.wanted <= st.seq do
-    local now = mono_ms()
-    if now < spin_until then
-      core.yield()
-    else
-      core.msleep(pause)
-      pause = math.min(pause * 2, WORKER_IDLE_POLL_MS)
-    end
-  end
+  -- probe (the next request is often already there), then backs off to
+  -- WORKER_IDLE_POLL_MS: a request to an idle check waits up to that long for
+  -- its probe to start, and an idle worker wakes 20 times a second.
+  local pause = poller(WORKER_SPIN_MS, WORKER_IDLE_POLL_MS)
+  while st.wanted <= st.seq do pause() end
 end
 
 -- Wakes the requests waiting on st's check (3.2+): a push wakes every task
@@ -435,15 +416,12 @@ local function new_target(check, check_index, target, index)
     socket = string.format("unix@/%s-%d-%d.sock", config.relay_socket, check_index, index),
   }
   local st = {
-    check = check, target = target, label = target.name,
+    check = check, target = target, label = config.catch_all and target.name or (check.name .. "/" .. target.name),
     seq = 0, wanted = 0, result = nil,
     probing_since = nil, stage = nil,
     demand = HAS_QUEUE and core.queue() or nil,
     logged_reason = nil, logged_at = 0, probes = 0, failures = 0,
   }
-  if not config.catch_all then
-    st.label = check.name .. "/" .. target.name
-  end
   return st
 end
 
@@ -482,7 +460,7 @@ end
 -- Waits until decided or the deadline; a worker wakes the request (3.2+),
 -- else the request polls with back-off.
 local function await(check, wanted, deadline, all)
-  local spin_until, pause = mono_ms() + WAIT_SPIN_MS, 1
+  local pause = poller(WAIT_SPIN_MS, WAIT_BACKOFF_MAX_MS)
   while not decided(check, wanted, true) do
     local now = mono_ms()
     if not all and decided(check, wanted, false) then
@@ -499,11 +477,8 @@ local function await(check, wanted, deadline, all)
       if not decided(check, wanted, true) then
         core.wait(deadline - now)
       end
-    elseif now < spin_until then
-      core.yield()
     else
-      core.msleep(math.min(pause, deadline - now))
-      pause = math.min(pause * 2, WAIT_BACKOFF_MAX_MS)
+      pause(deadline - now)
     end
   end
 end
@@ -516,9 +491,9 @@ local function covers(v, wanted)
   return true
 end
 
--- The verdict of check from the probes wanted: { ok, up, rows, at, wall,
--- done }. It is as old as its oldest probe (at, monotonic) and dated by its
--- newest (wall); done when every probe wanted is. Until another probe of the
+-- The verdict of check from the probes wanted: { ok, up, rows, at, checked,
+-- done }. It is as old as its oldest probe (at) and dated by its newest
+-- (checked); done when every probe wanted is. Until another probe of the
 -- check ends (check.round), every done verdict
 -- is the same table, so its page is rendered once. HAProxy may pause Lua
 -- between any two statements (tune.lua.forced-yield) and a probe may end
@@ -534,10 +509,10 @@ local function verdict(check, wanted, now)
   local rows, up, oldest, newest = {}, 0, now, nil
   for i, st in ipairs(check.states) do
     local r = st.result
-    local row = { name = st.target.name, ok = false, ms = 0, wall = nil }
+    local row = { name = st.target.name, ok = false, ms = 0, checked = nil }
     if r ~= nil and r.seq >= wanted[i] then
-      row.ok, row.reason, row.ms, row.wall, row.seq = r.ok, r.reason, r.ms, r.wall, r.seq
-      oldest, newest = math.min(oldest, r.finished), math.max(newest or r.wall, r.wall)
+      row.ok, row.reason, row.ms, row.checked, row.seq = r.ok, r.reason, r.ms, r.finished, r.seq
+      oldest, newest = math.min(oldest, r.finished), math.max(newest or r.finished, r.finished)
     elseif st.probing_since ~= nil and (decided(check, wanted, false)) then
       row.pending, row.reason = true, "probe still running (policy already decided)"
     elseif st.probing_since ~= nil then
@@ -553,20 +528,24 @@ local function verdict(check, wanted, now)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  local wall = newest or wall_ms()
-  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, wall = wall, done = done }
+  local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, checked = newest or now, done = done }
   if done then
     check.shared, check.shared_round = v, round
   end
   return v
 end
 
--- A live verdict for a request arriving now.
-local function live_verdict(check, arrival)
+-- The probes a live check's request arriving at arrival waits for (demand_probe).
+local function demand(check, arrival)
   local wanted = {}
   for i, st in ipairs(check.states) do
     wanted[i] = demand_probe(st, arrival, check.min_probe_interval_ms)
   end
+  return wanted
+end
+
+-- The live verdict on those probes, once decided or at the request's deadline.
+local function settle(check, wanted, arrival)
   await(check, wanted, arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
   return verdict(check, wanted, mono_ms())
 end
@@ -584,7 +563,7 @@ local function engine_verdict(check)
   end
   local servers = core.backends[check.engine_backend].servers
   local rows, up, seen = {}, 0, true
-  local now = wall_ms()
+  local now = mono_ms()
   for i, st in ipairs(check.states) do
     local stats = servers[st.target.server]:get_stats()
     -- "* " marks a check in progress; INI, none done yet.
@@ -594,7 +573,7 @@ local function engine_verdict(check)
     -- pages to see it), so nbsrv still counts it: not up, and not seen.
     local going_down = tostring(stats.status):find("^UP 0/") ~= nil
     local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
-                  wall = now, ok = tostring(stats.status):find("^UP") ~= nil and not going_down }
+                  checked = now, ok = tostring(stats.status):find("^UP") ~= nil and not going_down }
     if going_down then seen = false end
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
@@ -612,7 +591,7 @@ local function engine_verdict(check)
     if row.ok then up = up + 1 end
     rows[i] = row
   end
-  check.engine_read = { ok = seen and up >= check.required, up = up, rows = rows, at = mono_ms(), wall = now,
+  check.engine_read = { ok = seen and up >= check.required, up = up, rows = rows, at = now, checked = now,
                         done = true, seen = seen }
   return check.engine_read
 end
@@ -621,7 +600,7 @@ local function check_verdict(check, arrival)
   if check.mode == "cached" then
     return engine_verdict(check)
   end
-  return live_verdict(check, arrival)
+  return settle(check, demand(check, arrival), arrival)
 end
 
 ------------------------------------------------------------------- pages
@@ -692,18 +671,19 @@ local function headline(check, v)
 end
 
 -- A time of day, and how long ago it was, for a page read by people.
-local function stamp(ms, now)
-  return string.format("%s (%.1f s ago)", utc(ms):sub(12), math.max(now - ms, 0) / 1000)
+local function stamp(at, now, offset)
+  return string.format("%s (%.1f s ago)", utc(at + offset):sub(12), math.max(now - at, 0) / 1000)
 end
 
-local function render_check_html(check, v, details, refresh)
+-- offset: the wall clock's, from the monotonic times of v (wall_offset_ms).
+local function render_check_html(check, v, details, refresh, offset)
   local word = v.ok and "OK" or "KO"
   local title = config.catch_all and "checktcp" or check.name
-  local now = wall_ms()
+  local now, checked = mono_ms(), utc(v.checked + offset)
   local out = {
     "<header><h1>", word, "</h1>\n<p>", headline(check, v), "</p></header>\n",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
-    ', checked <time datetime="', utc(v.wall), '">', utc(v.wall), "</time></p>\n",
+    ', checked <time datetime="', checked, '">', checked, "</time></p>\n",
   }
   if details then
     out[#out + 1] = '<div class="scroll"><table>\n<tr><th>target</th><th>address</th><th>verdict</th>'
@@ -713,14 +693,14 @@ local function render_check_html(check, v, details, refresh)
       out[#out + 1] = string.format(
         '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>\n',
         html_escape(row.name), html_escape(check.targets[i].address), class, text, row.ms,
-        row.wall and stamp(row.wall, now) or "-", html_escape(row.reason))
+        row.checked and stamp(row.checked, now, offset) or "-", html_escape(row.reason))
     end
     out[#out + 1] = "</table></div>\n"
   end
   return page(word, title, refresh, table.concat(out))
 end
 
-local function render_check_json(check, v, details)
+local function render_check_json(check, v, details, offset)
   local word = v.ok and "OK" or "KO"
   local out = { '{"status":"', word, '"' }
   if not config.catch_all then
@@ -733,17 +713,17 @@ local function render_check_json(check, v, details)
       items[i] = string.format(
         '{"target":%s,"address":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,"reason":%s}',
         json_string(row.name), json_string(check.targets[i].address), tostring(row.ok),
-        row.pending and '"pending":true,' or "", row.ms, row.wall and json_string(utc(row.wall)) or "null",
-        json_string(row.reason))
+        row.pending and '"pending":true,' or "", row.ms,
+        row.checked and json_string(utc(row.checked + offset)) or "null", json_string(row.reason))
     end
-    out[#out + 1] = ',"checked_at":' .. json_string(utc(v.wall))
+    out[#out + 1] = ',"checked_at":' .. json_string(utc(v.checked + offset))
     out[#out + 1] = ',"targets":[' .. table.concat(items, ",") .. "]"
   end
   out[#out + 1] = "}\n"
   return table.concat(out)
 end
 
-local function render_overview_html(verdicts, ok, refresh)
+local function render_overview_html(verdicts, ok, refresh, offset)
   local word = ok and "OK" or "KO"
   local out = {
     "<header><h1>", word, "</h1>\n<p>",
@@ -757,7 +737,7 @@ local function render_overview_html(verdicts, ok, refresh)
       '<tr><td><a href="%s">%s</a></td><td class="%s">%s</td>'
         .. '<td class="n">%d of %d, %d required</td><td>%s</td></tr>\n',
       html_escape(check.path), html_escape(check.name), v.ok and "v-ok" or "v-ko", v.ok and "OK" or "KO",
-      v.up, #v.rows, check.required, utc(v.wall):sub(12))
+      v.up, #v.rows, check.required, utc(v.checked + offset):sub(12))
   end
   out[#out + 1] = "</table></div>\n"
   return page(word, "checktcp overview", refresh, table.concat(out))
@@ -779,17 +759,11 @@ end
 -- shorter) until every target has been checked, then tells haproxy.cfg
 -- (map key "<name>"), which answers from the checks from then on.
 local function watch(check)
-  while true do
-    local ok, err = pcall(function()
-      while not engine_verdict(check).seen do
-        core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
-      end
-      core.set_map(config.state_map, check.name, "1")
-    end)
-    if ok then return end
-    core.log(core.err, string.format("checktcp: state of %s: error: %s", check.name, tostring(err)))
-    core.msleep(ERROR_PAUSE_MS)
+  while not engine_verdict(check).seen do
+    core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
   end
+  core.set_map(config.state_map, check.name, "1")
+  return true
 end
 
 -------------------------------------------------------------------- tasks
@@ -798,27 +772,18 @@ for _, check in ipairs(checks) do
   -- HAProxy's health checks probe a cached check's targets.
   for _, st in ipairs(check.mode == "live" and check.states or {}) do
     core.register_task(function()
-      forever("probe worker of " .. st.label, function() worker_step(st) end, function(err)
+      repeat_step("probe worker of " .. st.label, function() worker_step(st) end, function(err)
         if st.probing_since ~= nil then
           finish_probe(st, { ok = false, reason = "probe error: " .. err, ms = mono_ms() - st.probing_since,
-                             finished = mono_ms(), wall = wall_ms() })
+                             finished = mono_ms() })
         end
       end)
     end)
   end
   if check.mode == "cached" then
-    core.register_task(function() watch(check) end)
+    core.register_task(function() repeat_step("state of " .. check.name, function() return watch(check) end) end)
   end
 end
-
-core.register_task(function()
-  forever("wall clock", function()
-    calibrate_wall_clock()
-    repeat
-      core.msleep(CLOCK_CHECK_MS)
-    until wall_clock_stepped()
-  end)
-end)
 
 ----------------------------------------------------------------- services
 
@@ -836,25 +801,14 @@ local function respond(applet, status, reason, ctype, body, headers)
   end
 end
 
-local function wants_json(applet)
-  if applet.qs and applet.qs:find("format=json", 1, true) then
-    return true
-  end
-  -- Every Accept header, as haproxy.cfg's req.hdr(accept) reads them (indexed from 0).
-  for _, value in pairs(applet.headers["accept"] or {}) do
-    if value:find("application/json", 1, true) then return true end
-  end
-  return false
-end
-
--- The terse form for load balancers (OK or KO and a newline), as haproxy.cfg
--- chooses it: ?format=text, or an Accept header with text/plain.
-local function wants_text(applet)
-  if applet.qs and applet.qs:find("format=text", 1, true) then
+-- Whether the client asks for a form, as haproxy.cfg chooses it: ?format=<format>,
+-- or any Accept header (as req.hdr(accept) reads them, indexed from 0) naming media_type.
+local function wants(applet, format, media_type)
+  if applet.qs and applet.qs:find("format=" .. format, 1, true) then
     return true
   end
   for _, value in pairs(applet.headers["accept"] or {}) do
-    if value:find("text/plain", 1, true) then return true end
+    if value:find(media_type, 1, true) then return true end
   end
   return false
 end
@@ -876,18 +830,15 @@ end
 
 -- The page of a verdict, rendered once for all the requests that share it
 -- (the last one rendered is kept per check).
-local function check_page(check, v, json, details, refresh)
+local function check_page(applet, check, v, json, details, refresh)
   local last = check.page
   if v.done and last and last.verdict == v and last.json == json and last.details == details
       and last.refresh == refresh then
     return last.body
   end
-  local body
-  if json then
-    body = render_check_json(check, v, details)
-  else
-    body = render_check_html(check, v, details, refresh)
-  end
+  local offset = wall_offset_ms(applet)
+  local body = json and render_check_json(check, v, details, offset)
+    or render_check_html(check, v, details, refresh, offset)
   check.page = { verdict = v, json = json, details = details, refresh = refresh, body = body }
   return body
 end
@@ -903,14 +854,15 @@ local function serve_check(applet, check, arrival)
     check.answered[word] = check.answered[word] + 1
     headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
   end
-  if wants_json(applet) then
+  if wants(applet, "json", "application/json") then
     respond(applet, status, word, "application/json",
-      check_page(check, v, true, shows_details(applet, check), nil), headers)
-  elseif wants_text(applet) then
+      check_page(applet, check, v, true, shows_details(applet, check), nil), headers)
+  elseif wants(applet, "text", "text/plain") then
+    -- The terse form for load balancers.
     respond(applet, status, word, "text/plain", word .. "\n", headers)
   else
     respond(applet, status, word, "text/html; charset=utf-8",
-      check_page(check, v, false, shows_details(applet, check), refresh_seconds(applet)), headers)
+      check_page(applet, check, v, false, shows_details(applet, check), refresh_seconds(applet)), headers)
   end
 end
 
@@ -918,31 +870,20 @@ local function serve_overview(applet, arrival)
   -- Live checks probe concurrently: ask every worker first, then wait.
   local wanted = {}
   for _, check in ipairs(checks) do
-    if check.mode == "live" then
-      wanted[check] = {}
-      for i, st in ipairs(check.states) do
-        wanted[check][i] = demand_probe(st, arrival, check.min_probe_interval_ms)
-      end
-    end
+    if check.mode == "live" then wanted[check] = demand(check, arrival) end
   end
   local verdicts, ok = {}, true
   for i, check in ipairs(checks) do
-    local v
-    if check.mode == "live" then
-      await(check, wanted[check], arrival + START_LATENCY_MS + check.timeout_ms + REQUEST_SLACK_MS, false)
-      v = verdict(check, wanted[check], mono_ms())
-    else
-      v = engine_verdict(check)
-    end
+    local v = wanted[check] and settle(check, wanted[check], arrival) or engine_verdict(check)
     verdicts[i] = { check = check, verdict = v }
     ok = ok and v.ok
   end
   local word = ok and "OK" or "KO"
-  if wants_json(applet) then
+  if wants(applet, "json", "application/json") then
     respond(applet, ok and 200 or 503, word, "application/json", render_overview_json(verdicts, ok))
   else
     respond(applet, ok and 200 or 503, word, "text/html; charset=utf-8",
-      render_overview_html(verdicts, ok, refresh_seconds(applet)))
+      render_overview_html(verdicts, ok, refresh_seconds(applet), wall_offset_ms(applet)))
   end
 end
 
@@ -969,25 +910,27 @@ local function label(s)
   return (tostring(s):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
--- Per target: a live target's from its probes; a cached target's from its
--- health check's stats (stats), where a value it has not is nil (no sample).
-local TARGET_METRICS = {
-  { "checktcp_up", "gauge", "1 if the target's last probe succeeded, else 0.",
-    function(st, _, stats)
-      if stats then return tostring(stats.status):find("^UP") and 1 or 0 end
-      return (st.result and st.result.ok) and 1 or 0
-    end },
-  { "checktcp_probes_total", "counter", "Probes of the target (live mode).",
-    function(st, _, stats) return not stats and st.probes or nil end },
-  { "checktcp_probe_failures_total", "counter", "Failed probes (cached mode: failed health checks) of the target.",
-    function(st, _, stats) return stats and (tonumber(stats.chkfail) or 0) or st.failures end },
-  { "checktcp_probe_duration_seconds", "gauge", "Duration of the target's last probe.",
-    function(st, _, stats)
-      if stats then return (tonumber(stats.check_duration) or 0) / 1000 end
-      return st.result and st.result.ms / 1000 or 0
-    end },
-  { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict (live mode).",
-    function(st, now, stats) return not stats and (st.result and (now - st.result.finished) / 1000 or 0) or nil end },
+-- A target's samples, by metric: a live target's from its probes, a cached
+-- one's from its health check's stats (none where a mode has no such figure).
+local function samples(st, now)
+  local r = st.result
+  if st.check.mode == "live" then
+    return { checktcp_up = (r and r.ok) and 1 or 0, checktcp_probes_total = st.probes,
+             checktcp_probe_failures_total = st.failures, checktcp_probe_duration_seconds = r and r.ms / 1000 or 0,
+             checktcp_verdict_age_seconds = r and (now - r.finished) / 1000 or 0 }
+  end
+  local stats = core.backends[st.check.engine_backend].servers[st.target.server]:get_stats()
+  return { checktcp_up = tostring(stats.status):find("^UP") and 1 or 0,
+           checktcp_probe_failures_total = tonumber(stats.chkfail) or 0,
+           checktcp_probe_duration_seconds = (tonumber(stats.check_duration) or 0) / 1000 }
+end
+
+local TARGET_METRICS = {  -- name, type, help
+  { "checktcp_up", "gauge", "1 if the target's last probe succeeded, else 0." },
+  { "checktcp_probes_total", "counter", "Probes of the target (live mode)." },
+  { "checktcp_probe_failures_total", "counter", "Failed probes (cached mode: failed health checks) of the target." },
+  { "checktcp_probe_duration_seconds", "gauge", "Duration of the target's last probe." },
+  { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict (live mode)." },
 }
 
 -- A cached check's answers come from its own backend in haproxy.cfg, whose
@@ -998,19 +941,16 @@ local function answers(check, word)
 end
 
 core.register_service("checktcp_metrics", "http", function(applet)
-  local now, out, stats = mono_ms(), {}, {}
+  local now, out, by_target = mono_ms(), {}, {}
   for _, check in ipairs(checks) do
-    if check.mode == "cached" then
-      local servers = core.backends[check.engine_backend].servers
-      for _, st in ipairs(check.states) do stats[st] = servers[st.target.server]:get_stats() end
-    end
+    for _, st in ipairs(check.states) do by_target[st] = samples(st, now) end
   end
   for _, metric in ipairs(TARGET_METRICS) do
-    local name, kind, help, value = metric[1], metric[2], metric[3], metric[4]
+    local name, kind, help = table.unpack(metric)
     out[#out + 1] = string.format("# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
     for _, check in ipairs(checks) do
       for _, st in ipairs(check.states) do
-        local sample = value(st, now, stats[st])
+        local sample = by_target[st][name]
         if sample ~= nil then
           out[#out + 1] = string.format('%s{check="%s",target="%s"} %s\n',
             name, label(check.name), label(st.target.name), sample)
@@ -1026,10 +966,5 @@ core.register_service("checktcp_metrics", "http", function(applet)
         label(check.name), word, answers(check, word))
     end
   end
-  local body = table.concat(out)
-  applet:set_status(200)
-  applet:add_header("content-type", "text/plain; version=0.0.4")
-  applet:add_header("content-length", tostring(#body))
-  applet:start_response()
-  applet:send(body)
+  respond(applet, 200, "OK", "text/plain; version=0.0.4", table.concat(out))
 end)
