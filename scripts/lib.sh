@@ -163,6 +163,11 @@ setup_demo() {
   ensure_system_packages "${DEMO_PACKAGES[@]}" && ensure_demo_venv && link_collection
 }
 
+# The quick tier's: no container, no root once done.
+setup_quick() {
+  ensure_system_packages "${QUICK_PACKAGES[@]}" && ensure_venv && link_collection
+}
+
 # --help or -h as the first argument (ARGS after the script's path): print the
 # script's opening comment, which is its usage, and exit 0.
 help_if_asked() {
