@@ -68,8 +68,8 @@ REAL_SERVER_UNITS=(redis-server memcached ssh exim4)
 # The quick tier's (scripts/test quick): luacheck, the Lua interpreters of the
 # filter's and the fake HAProxy's tests, HAProxy and the real servers of the module's tests.
 QUICK_PACKAGES=(lua-check lua5.3 lua5.4 haproxy python3-venv "${REAL_SERVER_PACKAGES[@]}")
-TEST_PACKAGES=("${DEMO_PACKAGES[@]}" haproxy faketime git wrk shellcheck lua-check lua5.3 lua5.4 gcc libc6-dev
-               "${REAL_SERVER_PACKAGES[@]}")
+# Every test's: the quick tier's and the demo's, and more.
+TEST_PACKAGES=("${DEMO_PACKAGES[@]}" "${QUICK_PACKAGES[@]}" faketime git wrk shellcheck gcc libc6-dev)
 
 # Installs the packages given (default: TEST_PACKAGES) that are missing.
 # Returns non-zero, never exits: env.sh sources this into the user's shell.
