@@ -87,10 +87,11 @@ end
 
 -- A poll where HAProxy cannot wake a task: each call yields without sleeping
 -- for the first spin_ms, then sleeps 1, 2, 4... ms, up to max_ms (and limit_ms).
+-- A caller that has just read the clock passes it as now.
 local function poller(spin_ms, max_ms)
   local spin_until, pause = mono_ms() + spin_ms, 1
-  return function(limit_ms)
-    if mono_ms() < spin_until then
+  return function(limit_ms, now)
+    if (now or mono_ms()) < spin_until then
       core.yield()
     else
       core.msleep(math.min(pause, limit_ms or pause))
@@ -478,7 +479,7 @@ local function await(check, wanted, deadline, all)
         core.wait(deadline - now)
       end
     else
-      pause(deadline - now)
+      pause(deadline - now, now)
     end
   end
 end
@@ -801,10 +802,10 @@ local function respond(applet, status, reason, ctype, body, headers)
   end
 end
 
--- Whether the client asks for a form, as haproxy.cfg chooses it: ?format=<format>,
--- or any Accept header (as req.hdr(accept) reads them, indexed from 0) naming media_type.
-local function wants(applet, format, media_type)
-  if applet.qs and applet.qs:find("format=" .. format, 1, true) then
+-- Whether the client asks for a form, as haproxy.cfg chooses it: query ("format=json") in the
+-- query string, or any Accept header (as req.hdr(accept) reads them, indexed from 0) naming media_type.
+local function wants(applet, query, media_type)
+  if applet.qs and applet.qs:find(query, 1, true) then
     return true
   end
   for _, value in pairs(applet.headers["accept"] or {}) do
@@ -854,10 +855,10 @@ local function serve_check(applet, check, arrival)
     check.answered[word] = check.answered[word] + 1
     headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
   end
-  if wants(applet, "json", "application/json") then
+  if wants(applet, "format=json", "application/json") then
     respond(applet, status, word, "application/json",
       check_page(applet, check, v, true, shows_details(applet, check), nil), headers)
-  elseif wants(applet, "text", "text/plain") then
+  elseif wants(applet, "format=text", "text/plain") then
     -- The terse form for load balancers.
     respond(applet, status, word, "text/plain", word .. "\n", headers)
   else
@@ -879,7 +880,7 @@ local function serve_overview(applet, arrival)
     ok = ok and v.ok
   end
   local word = ok and "OK" or "KO"
-  if wants(applet, "json", "application/json") then
+  if wants(applet, "format=json", "application/json") then
     respond(applet, ok and 200 or 503, word, "application/json", render_overview_json(verdicts, ok))
   else
     respond(applet, ok and 200 or 503, word, "text/html; charset=utf-8",
