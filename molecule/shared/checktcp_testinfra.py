@@ -23,7 +23,7 @@ def podman_host(host):
     backend = host.backend
     if backend.NAME == "ansible":
         hostvars = backend.ansible_runner.get_variables(backend.host)
-        if hostvars.get("ansible_connection") in ("podman", "containers.podman.podman"):
+        if hostvars.get("ansible_connection") in ("podman", "containers.podman.podman", "podman_pipelined"):
             return testinfra.get_host("podman://" + hostvars.get("ansible_host", backend.host))
     return host
 
