@@ -61,6 +61,26 @@ def test_fail_fast_stops_at_the_first_failing_step_and_prints_the_times(tmp_path
     assert result.stdout.rstrip().endswith("test steps: 0 passed, 1 failed")
 
 
+def test_the_end_of_a_run_names_the_tests_that_failed(tmp_path):
+    """CI shows a run's last lines: CI failed on a Lua test and its tail said only
+    "FAILED  Lua service on loopback (the host's HAProxy)", not which test."""
+    clone = clone_with_venv(tmp_path / "clone")
+    for path in (clone / "tests" / "unit").rglob("test_*.py"):
+        path.unlink()
+    (clone / "tests" / "unit" / "test_one_fails.py").write_text(
+        "def test_that_passes():\n    pass\n\n\n"
+        "def test_that_fails():\n    assert 'KO' == 'OK'\n")
+    result = run([str(clone / "scripts" / "test"), "quick"], cwd=clone, env=clean_env(), timeout=600)
+    assert result.returncode != 0
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "test steps: 3 passed, 1 failed", result.stdout
+    heading = lines.index("==> what failed (from the output of the failed steps)")
+    assert heading >= len(lines) - 6, result.stdout
+    assert lines[heading + 1].startswith("  unit tests, filters included (not those marked slow): "
+                                         "FAILED tests/unit/test_one_fails.py::test_that_fails"), result.stdout
+    assert "test_that_passes" not in "\n".join(lines[heading:])
+
+
 def test_plain_pytest_of_the_unit_tests_works_from_a_clone(tmp_path):
     clone = clone_with_venv(tmp_path / "clone")
     result = run([str(REPO / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
