@@ -447,6 +447,10 @@ class StatusService:
         match = re.search(r"^\s*server-state-file (\S+)", self.config.read_text(), re.M)
         return pathlib.Path(match.group(1)) if match else None
 
+    def state_map(self):
+        """The path of the map where checktcp.lua tells haproxy.cfg which cached checks were seen."""
+        return re.search(r"map\(([^)]+checktcp-state\.map)\)", self.config.read_text()).group(1)
+
     def clear_server_states(self):
         if self.server_state_file():
             self.server_state_file().write_text("1\n")

@@ -295,7 +295,7 @@ def reload_and_wait(service, save_states=True):
 def wait_text_answered_by_haproxy_cfg(service, timeout=5):
     """Wait until checktcp.lua has told haproxy.cfg that every target was checked (the
     check's key in the state map): from then on haproxy.cfg answers the text itself."""
-    state_map = re.search(r"map\(([^)]+checktcp-state\.map)\)", service.config.read_text()).group(1)
+    state_map = service.state_map()
     end = time.monotonic() + timeout
     while not re.search(r"^0x[0-9a-f]+ checktcp 1$", service.admin_command("show map " + state_map, timeout=2), re.M):
         assert time.monotonic() < end, service.admin_command("show map " + state_map, timeout=2)
@@ -341,11 +341,8 @@ def test_a_request_in_flight_through_a_reload_gets_the_checks_verdict(make_servi
         old_worker = worker_pid(service)
         reload_and_wait(service)
         # The old worker stops its proxies once told to stop, after the new one runs.
-        stopped = "(%d) : Proxy checktcp_check_checktcp stopped" % old_worker
-        end = time.monotonic() + 10
-        while stopped not in service.log_text():
-            assert time.monotonic() < end, service.log_text()[-1500:]
-            time.sleep(SAMPLE_EVERY_S)
+        stopped = re.escape("(%d) : Proxy checktcp_check_checktcp stopped" % old_worker)
+        assert service.wait_log(stopped, timeout=10), service.log_text()[-1500:]
         answers = {}
         for query, sock in in_flight.items():
             sock.sendall(b"\r\n")

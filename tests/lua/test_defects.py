@@ -69,7 +69,7 @@ def without_state_map(service):
     """Drop from the rendered haproxy.cfg every line naming the state map: HAProxy
     then knows no such map, and the Lua's core.set_map() raises an error."""
     text = service.config.read_text()
-    state_map = re.search(r"map\(([^)]+checktcp-state\.map)\)", text).group(1)
+    state_map = service.state_map()
     kept = [line for line in text.splitlines(True) if state_map not in line]
     assert len(kept) < len(text.splitlines(True))
     service.config.write_text("".join(kept))
