@@ -103,16 +103,18 @@ def free_ports(count=1, hold=True):
     return ports
 
 
-def http_request(port, method="GET", path="/", headers=None, body=b"", timeout=5.0):
+def http_request(port, method="GET", path="/", headers=None, body=b"", timeout=5.0, source=None):
     """One request on its own connection, read to EOF with raw sockets, so that
-    the exact bytes (body after a HEAD, content-length mismatches) are seen.
-    elapsed_ms runs from connect to the end of the response."""
+    the exact bytes (body after a HEAD, content-length mismatches) are seen;
+    from the loopback address ``source`` if given. elapsed_ms runs from connect
+    to the end of the response."""
     lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s:%d" % (LOOPBACK, port), "Connection: close"]
     lines += ["%s: %s" % item for item in (headers or {}).items()]
     if body or method == "POST":
         lines.append("Content-Length: %d" % len(body))
     started = time.monotonic()
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+    with socket.create_connection((LOOPBACK, port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         data = b""
         while True:
@@ -502,8 +504,8 @@ class StatusService:
             for path in re.findall(r"^\s*bind unix@(\S+)", self.config.read_text(), re.M):
                 pathlib.Path(path).unlink(missing_ok=True)
 
-    def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0):
-        return http_request(self.port, method, path, headers, body, timeout)
+    def request(self, method="GET", path="/", headers=None, body=b"", timeout=5.0, source=None):
+        return http_request(self.port, method, path, headers, body, timeout, source)
 
     def admin_command(self, command, timeout=5.0):
         """HAProxy's answer to ``command`` on its admin socket (no Lua)."""

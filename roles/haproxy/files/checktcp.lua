@@ -33,7 +33,9 @@ local WORKER_IDLE_POLL_MS = 50    -- then polls every 1, 2, 4... ms, up to this
 local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
 local WATCH_MAX_MS = 250          -- a cached check's state is read at least this often
-local ENGINE_REUSE_MS = 100       -- a cached check's state read is reused by requests this long
+-- A cached check's state read is reused by requests this long, and so is its
+-- page, which haproxy.cfg answers with until then (see publish).
+local ENGINE_REUSE_MS = config.page_reuse_ms
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
 -- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
@@ -427,6 +429,7 @@ local function new_target(check, check_index, target, index)
 end
 
 for c, check in ipairs(config.checks) do
+  check.index = c
   check.ops = load_ops(check.ops)
   check.echo = check.preset == "echo" and check.steps == nil
   check.answered = { OK = 0, KO = 0 }
@@ -616,6 +619,8 @@ local function json_string(s)
   end) .. '"'
 end
 
+-- Pages hold no line break: haproxy.cfg answers a published page (see
+-- publish) through a log-format string, which encodes one as %0A.
 local STYLE = table.concat({
   "body{margin:0;font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1c2230}",
   "main{max-width:64rem;margin:0 auto;padding:1rem}",
@@ -634,20 +639,20 @@ local STYLE = table.concat({
   -- (5th of 6 columns; the check's time is above it) so the reason stays in view.
   "@media (max-width:40rem){h1{font-size:2rem}main{padding:.5rem}table{font-size:.875rem}th,td{padding:.3rem}"
     .. "tr>:nth-child(5):nth-last-child(2){display:none}}",
-}, "\n")
+}, "")
 
 local function page(word, title, refresh, content)
   local head = {
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n',
-    '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+    '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
   }
   if refresh then
-    head[#head + 1] = string.format('<meta http-equiv="refresh" content="%d">\n', refresh)
+    head[#head + 1] = string.format('<meta http-equiv="refresh" content="%d">', refresh)
   end
-  head[#head + 1] = "<title>" .. word .. " - " .. html_escape(title) .. "</title>\n"
-  head[#head + 1] = "<style>\n" .. STYLE .. "\n</style></head>\n"
-  head[#head + 1] = '<body class="' .. word:lower() .. '"><main>\n'
-  return table.concat(head) .. content .. "</main></body></html>\n"
+  head[#head + 1] = "<title>" .. word .. " - " .. html_escape(title) .. "</title>"
+  head[#head + 1] = "<style>" .. STYLE .. "</style></head>"
+  head[#head + 1] = '<body class="' .. word:lower() .. '"><main>'
+  return table.concat(head) .. content .. "</main></body></html>"
 end
 
 -- Counts only, without details: a hidden page never lists or names targets.
@@ -682,21 +687,21 @@ local function render_check_html(check, v, details, refresh, offset)
   local title = config.catch_all and "checktcp" or check.name
   local now, checked = mono_ms(), utc(v.checked + offset)
   local out = {
-    "<header><h1>", word, "</h1>\n<p>", headline(check, v), "</p></header>\n",
+    "<header><h1>", word, "</h1><p>", headline(check, v), "</p></header>",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
-    ', checked <time datetime="', checked, '">', checked, "</time></p>\n",
+    ', checked <time datetime="', checked, '">', checked, "</time></p>",
   }
   if details then
-    out[#out + 1] = '<div class="scroll"><table>\n<tr><th>target</th><th>address</th><th>verdict</th>'
-      .. "<th>probe ms</th><th>checked (UTC)</th><th>reason</th></tr>\n"
+    out[#out + 1] = '<div class="scroll"><table><tr><th>target</th><th>address</th><th>verdict</th>'
+      .. "<th>probe ms</th><th>checked (UTC)</th><th>reason</th></tr>"
     for i, row in ipairs(v.rows) do
       local text, class = row_verdict(row)
       out[#out + 1] = string.format(
-        '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>\n',
+        '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>',
         html_escape(row.name), html_escape(check.targets[i].address), class, text, row.ms,
         row.checked and stamp(row.checked, now, offset) or "-", html_escape(row.reason))
     end
-    out[#out + 1] = "</table></div>\n"
+    out[#out + 1] = "</table></div>"
   end
   return page(word, title, refresh, table.concat(out))
 end
@@ -720,27 +725,27 @@ local function render_check_json(check, v, details, offset)
     out[#out + 1] = ',"checked_at":' .. json_string(utc(v.checked + offset))
     out[#out + 1] = ',"targets":[' .. table.concat(items, ",") .. "]"
   end
-  out[#out + 1] = "}\n"
+  out[#out + 1] = "}"
   return table.concat(out)
 end
 
 local function render_overview_html(verdicts, ok, refresh, offset)
   local word = ok and "OK" or "KO"
   local out = {
-    "<header><h1>", word, "</h1>\n<p>",
+    "<header><h1>", word, "</h1><p>",
     ok and "Every check answers." or "At least one check does not answer.",
-    "</p></header>\n",
-    '<div class="scroll"><table>\n<tr><th>check</th><th>verdict</th><th>targets OK</th><th>checked (UTC)</th></tr>\n',
+    "</p></header>",
+    '<div class="scroll"><table><tr><th>check</th><th>verdict</th><th>targets OK</th><th>checked (UTC)</th></tr>',
   }
   for _, item in ipairs(verdicts) do
     local check, v = item.check, item.verdict
     out[#out + 1] = string.format(
       '<tr><td><a href="%s">%s</a></td><td class="%s">%s</td>'
-        .. '<td class="n">%d of %d, %d required</td><td>%s</td></tr>\n',
+        .. '<td class="n">%d of %d, %d required</td><td>%s</td></tr>',
       html_escape(check.path), html_escape(check.name), v.ok and "v-ok" or "v-ko", v.ok and "OK" or "KO",
       v.up, #v.rows, check.required, utc(v.checked + offset):sub(12))
   end
-  out[#out + 1] = "</table></div>\n"
+  out[#out + 1] = "</table></div>"
   return page(word, "checktcp overview", refresh, table.concat(out))
 end
 
@@ -751,7 +756,7 @@ local function render_overview_json(verdicts, ok)
     items[i] = string.format('{"name":%s,"path":%s,"status":"%s","up":%d,"required":%d,"mode":"%s"}',
       json_string(check.name), json_string(check.path), v.ok and "OK" or "KO", v.up, check.required, check.mode)
   end
-  return string.format('{"status":"%s","checks":[%s]}\n', ok and "OK" or "KO", table.concat(items, ","))
+  return string.format('{"status":"%s","checks":[%s]}', ok and "OK" or "KO", table.concat(items, ","))
 end
 
 ------------------------------------------------------------- cached mode
@@ -829,6 +834,20 @@ local function shows_details(applet, check)
   return check.details and (allowed == nil or tonumber(allowed) == 1)
 end
 
+-- A cached check's page, once every target was checked, goes to the
+-- variable haproxy.cfg answers that form from (its page_var rules) while the
+-- state it shows is under ENGINE_REUSE_MS old: most page requests run no Lua.
+-- The page first, then its time (wall clock, ms), as haproxy.cfg reads them
+-- in the other order. A page with ?refresh=N, or too large for one buffer,
+-- is always this service's.
+local function publish(applet, check, v, json, details, body, offset)
+  if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes then return end
+  local name = string.format("proc.%s_%d_%s%d", config.page_var, check.index, json and "json" or "html",
+    details and 1 or 0)
+  applet:set_var(name, body)
+  applet:set_var(name .. "_at", v.at + offset)
+end
+
 -- The page of a verdict, rendered once for all the requests that share it
 -- (the last one rendered is kept per check).
 local function check_page(applet, check, v, json, details, refresh)
@@ -841,6 +860,7 @@ local function check_page(applet, check, v, json, details, refresh)
   local body = json and render_check_json(check, v, details, offset)
     or render_check_html(check, v, details, refresh, offset)
   check.page = { verdict = v, json = json, details = details, refresh = refresh, body = body }
+  if not refresh then publish(applet, check, v, json, details, body, offset) end
   return body
 end
 

@@ -1,0 +1,161 @@
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2026, checktcp contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""A cached check's pages answered by haproxy.cfg (issue 17's page speed):
+checktcp.lua publishes each page it renders in a process variable, and
+haproxy.cfg answers that form with it while the state it shows is under the
+reuse window old. Whichever answers, a client gets the page Lua would give it:
+its own form, details only where allowed, ?refresh=N honoured, the status of
+the page's own word, and a whole page when it is too large for a buffer."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import time
+
+import pytest
+
+from conftest import checked, word
+
+INTERVAL_MS = 100
+# The role's reuse window of a cached check's state and page (vars/main.yml).
+REUSE_MS = 100
+# A page follows its target within the check's interval, a check (fast here),
+# the reuse window, and room for a loaded machine.
+FOLLOW_BOUND_S = (INTERVAL_MS + REUSE_MS) / 1000 + 1.0
+# Targets of the check whose details page no longer fits half a 16 KiB buffer.
+BIG = 60
+OUTSIDER = "127.0.0.2"
+ALLOWED = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def bed(deploy, fake_servers):
+    flip, steady = fake_servers(2)
+    common = {"mode": "cached", "interval_ms": INTERVAL_MS}
+    service, = deploy({
+        "haproxy_status_details_allow": [ALLOWED + "/32"],
+        "haproxy_checktcp_checks": [
+            dict(common, name="flip", targets=[dict(flip.target, name="flip-target")]),
+            dict(common, name="hidden", targets=[dict(steady.target, name="hidden-target")], details=False),
+            dict(common, name="big", targets=[dict(steady.target, name="big-%d" % index) for index in range(BIG)]),
+        ]})
+    service.flip = flip
+    return service
+
+
+def published(service, position, form):
+    """What ``get var`` says of the page published for the check at ``position`` (from 1) in ``form``."""
+    return service.admin_command("get var proc.checktcp_page_%d_%s" % (position, form))
+
+
+def page(service, path, json_form=False, source=ALLOWED, query=""):
+    headers = {"Accept": "application/json"} if json_form else None
+    return checked(service.request(path=path + query, headers=headers, source=source))
+
+
+def wait_page(service, path, status, json_form=False, within_s=10):
+    end = time.monotonic() + within_s
+    while True:
+        response = page(service, path, json_form)
+        if response.status == status and word(response) == ("OK" if status == 200 else "KO"):
+            return response
+        assert time.monotonic() < end, response
+        time.sleep(0.02)
+
+
+def test_a_page_lua_renders_is_published_for_haproxy_cfg(bed):
+    bed.flip.behave("echo")
+    response = wait_page(bed, "/flip", 200)
+    assert b"flip-target" in response.body
+    # The page and its time, in the variables haproxy.cfg answers this form from.
+    shown = published(bed, 1, "html1")
+    assert "type=str" in shown and '<body class="ok">' in shown and "flip-target" in shown, shown
+    assert re.search(r"type=sint value=<\d{13}>", published(bed, 1, "html1_at")), published(bed, 1, "html1_at")
+    assert "not found" in published(bed, 1, "json1").lower()
+    assert json.loads(wait_page(bed, "/flip", 200, json_form=True).body)["status"] == "OK"
+    assert '{"status":"OK"' in published(bed, 1, "json1")
+
+
+def test_every_page_has_the_status_of_its_word_while_the_target_flips(bed):
+    """Pages sampled by 4 clients (HTML and JSON) while the target goes down and up
+    again: each one's status is its word's, and each change shows within the bound."""
+    bed.flip.behave("echo")
+    wait_page(bed, "/flip", 200)
+    stop = [False]
+
+    def sample(json_form):
+        seen = []
+        while not stop[0]:
+            response = page(bed, "/flip", json_form)
+            seen.append((response.status, response.reason, word(response), response.headers["content-type"]))
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        samplers = [pool.submit(sample, json_form) for json_form in (False, True, False, True)]
+        try:
+            for behaviour, status in (("refuse", 503), ("echo", 200), ("refuse", 503), ("echo", 200)):
+                bed.flip.behave(behaviour)
+                wait_page(bed, "/flip", status, within_s=FOLLOW_BOUND_S)
+                wait_page(bed, "/flip", status, json_form=True, within_s=FOLLOW_BOUND_S)
+        finally:
+            stop[0] = True
+        seen = [item for sampler in samplers for item in sampler.result()]
+    types = {"text/html; charset=utf-8", "application/json"}
+    wrong = [item for item in seen
+             if (item[0], item[1]) != ({"OK": 200, "KO": 503}[item[2]], item[2]) or item[3] not in types]
+    assert wrong == [], wrong
+    assert {item[2] for item in seen} == {"OK", "KO"}, len(seen)
+
+
+@pytest.mark.parametrize("json_form", [False, True])
+def test_a_client_off_the_details_list_never_gets_a_published_details_page(bed, json_form):
+    bed.flip.behave("echo")
+    wait_page(bed, "/flip", 200, json_form)
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        assert b"flip-target" in page(bed, "/flip", json_form).body
+        hidden = page(bed, "/flip", json_form, source=OUTSIDER)
+        assert hidden.status == 200 and b"flip-target" not in hidden.body, hidden
+        assert str(bed.flip.port).encode() not in hidden.body, hidden
+
+
+def test_a_check_without_details_never_publishes_a_details_page(bed):
+    wait_page(bed, "/hidden", 200)
+    for json_form in (False, True):
+        assert b"hidden-target" not in page(bed, "/hidden", json_form).body
+    assert "hidden-target" not in published(bed, 2, "html0"), published(bed, 2, "html0")
+    assert "not found" in published(bed, 2, "html1").lower()
+
+
+def test_a_page_asked_to_refresh_is_lua_s_and_refreshes(bed):
+    bed.flip.behave("echo")
+    wait_page(bed, "/flip", 200)
+    for _ in range(3):
+        assert b'<meta http-equiv="refresh" content="5">' in page(bed, "/flip", query="?refresh=5").body
+        assert b'http-equiv="refresh"' not in page(bed, "/flip").body
+
+
+def test_a_page_too_large_for_a_buffer_comes_whole_from_lua(bed):
+    response = wait_page(bed, "/big", 200)
+    assert response.body.endswith(b"</main></body></html>"), response.body[-200:]
+    assert len(re.findall(rb"<td>big-\d+</td>", response.body)) == BIG
+    assert len(response.body) > 8192
+    assert "not found" in published(bed, 3, "html1").lower()
+
+
+def test_a_cached_check_says_503_ko_in_every_form(bed):
+    bed.flip.behave("refuse")
+    for query in ("", "?format=json", "?format=text"):
+        end = time.monotonic() + FOLLOW_BOUND_S
+        while True:
+            response = bed.request(path="/flip" + query)
+            if response.status == 503:
+                break
+            assert time.monotonic() < end, response
+            time.sleep(0.02)
+        assert response.reason == "KO", response
