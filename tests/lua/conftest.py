@@ -453,6 +453,16 @@ class StatusService:
         """The path of the map where checktcp.lua tells haproxy.cfg which cached checks were seen."""
         return re.search(r"map\(([^)]+checktcp-state\.map)\)", self.config.read_text()).group(1)
 
+    def wait_seen(self, check="checktcp", timeout=5.0):
+        """Wait until checktcp.lua has told haproxy.cfg that every target of the cached
+        ``check`` was checked (its key in the state map): from then on haproxy.cfg answers
+        the text, and the pages checktcp.lua publishes, itself."""
+        end = time.monotonic() + timeout
+        pattern = r"^0x[0-9a-f]+ %s 1$" % re.escape(check)
+        while not re.search(pattern, self.admin_command("show map " + self.state_map(), timeout=2), re.M):
+            assert time.monotonic() < end, self.admin_command("show map " + self.state_map(), timeout=2)
+            time.sleep(0.01)
+
     def clear_server_states(self):
         if self.server_state_file():
             self.server_state_file().write_text("1\n")

@@ -292,16 +292,6 @@ def reload_and_wait(service, save_states=True):
     wait_new_worker(service, before)
 
 
-def wait_text_answered_by_haproxy_cfg(service, timeout=5):
-    """Wait until checktcp.lua has told haproxy.cfg that every target was checked (the
-    check's key in the state map): from then on haproxy.cfg answers the text itself."""
-    state_map = service.state_map()
-    end = time.monotonic() + timeout
-    while not re.search(r"^0x[0-9a-f]+ checktcp 1$", service.admin_command("show map " + state_map, timeout=2), re.M):
-        assert time.monotonic() < end, service.admin_command("show map " + state_map, timeout=2)
-        time.sleep(SAMPLE_EVERY_S)
-
-
 def test_a_reload_hands_the_checks_states_to_the_new_worker(make_service, fake_servers):
     """A reload through haproxy.service (states saved to server-state-file first) keeps a
     healthy check at 200: the new worker starts from the last checks' results."""
@@ -332,7 +322,7 @@ def test_a_request_in_flight_through_a_reload_gets_the_checks_verdict(make_servi
     in_flight = {}
     try:
         wait_status(service, 200, 15, path="/?format=text")
-        wait_text_answered_by_haproxy_cfg(service)
+        service.wait_seen()
         for query in ("?format=text", ""):
             # Headers without their end: the old worker holds the request through the reload.
             sock = socket.create_connection((LOOPBACK, service.port), timeout=5)
