@@ -40,7 +40,8 @@ def data_file(tmp_path_factory):
     """The checks data file the role would render for SETTINGS."""
     config = checktcp.checktcp_checks(None, SETTINGS, {}, {}, "haproxy1")
     config.update(state_map="/nonexistent/state.map", engine_backend="checktcp_check",
-                  answer_backend="checktcp_answer", relay_proxy="checktcp_relay", relay_socket="checktcp-fake")
+                  answer_backend="checktcp_answer", relay_proxy="checktcp_relay", relay_socket="checktcp-fake",
+                  page_var="checktcp_page", page_reuse_ms=100, page_max_bytes=8192)
     path = tmp_path_factory.mktemp("fake") / "checktcp-checks.lua"
     path.write_text("checktcp_config = %s\n" % checktcp.to_lua(config))
     return path
