@@ -838,10 +838,14 @@ end
 -- variable haproxy.cfg answers that form from (its page_var rules) while the
 -- state it shows is under ENGINE_REUSE_MS old: most page requests run no Lua.
 -- The page first, then its time (wall clock, ms), as haproxy.cfg reads them
--- in the other order. A page with ?refresh=N, or too large for one buffer,
--- is always this service's.
+-- in the other order. A page with ?refresh=N, too large for one buffer, or
+-- holding a byte that string would encode (a control character), is always
+-- this service's.
 local function publish(applet, check, v, json, details, body, offset)
-  if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes then return end
+  if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes
+      or body:find("[\0-\8\10-\31\127]") then
+    return
+  end
   local name = string.format("proc.%s_%d_%s%d", config.page_var, check.index, json and "json" or "html",
     details and 1 or 0)
   applet:set_var(name, body)
