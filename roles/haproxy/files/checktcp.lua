@@ -14,8 +14,9 @@
 --   one in flight, and waits with its own deadline until the policy is decided.
 -- * cached mode: HAProxy's own health checks probe (haproxy.cfg renders the
 --   same conversation as tcp-check rules) and haproxy.cfg answers from their
---   state; a task per check reads that state, tells haproxy.cfg once every
---   target has been checked, and publishes the pages it renders from it.
+--   state; a task per check tells haproxy.cfg once every target has been
+--   checked, and the pages rendered from that state are published for
+--   haproxy.cfg to answer with while they are fresh.
 
 -- luacheck: globals checktcp_config
 local config = checktcp_config
