@@ -140,7 +140,7 @@ def test_a_page_asked_to_refresh_is_lua_s_and_refreshes(bed):
     bed.flip.behave("echo")
     wait_page(bed, "/flip", 200)
     bed.wait_seen("flip")
-    for _ in range(3):
+    for _cycle in range(3):
         assert b'<meta http-equiv="refresh" content="5">' in page(bed, "/flip", query="?refresh=5").body
         assert b'http-equiv="refresh"' not in page(bed, "/flip").body
 
@@ -180,7 +180,7 @@ def test_haproxy_cfg_answers_a_published_page_until_it_is_old(bed):
     sentinel = '{"status":"OK","published":"by-this-test"}'
     # The page is answered as published while its time is within the window
     # (the CLI's round trips take a few ms; a loaded machine may need a retry).
-    for _ in range(5):
+    for _attempt in range(5):
         publish_by_hand(bed, "json1", sentinel, "date(0,ms)")
         response = page(bed, "/flip", json_form=True)
         if response.body == sentinel.encode():
