@@ -67,11 +67,13 @@ def test_the_end_of_a_run_names_the_tests_that_failed(tmp_path):
     clone = clone_with_venv(tmp_path / "clone")
     for path in (clone / "tests" / "unit").rglob("test_*.py"):
         path.unlink()
-    # Before pytest's summary, 25 lines like the failed tasks a scenario expects and ignores.
+    # Before pytest's summary, 25 lines like the failed tasks a scenario expects and ignores,
+    # then a line like ansible-test's errors (CI failed on one, and did not name it).
     (clone / "tests" / "unit" / "test_one_fails.py").write_text(
         "def test_that_passes():\n    pass\n\n\n"
         "def test_that_fails():\n"
         "    print('fatal: [host]: FAILED! => {}\\n...ignoring\\n' * 25)\n"
+        "    print('ERROR: tests/lua/test_x.py:143:8: disallowed-name: Disallowed name')\n"
         "    assert 'KO' == 'OK'\n")
     result = run([str(clone / "scripts" / "test"), "quick"], cwd=clone, env=clean_env(), timeout=600)
     assert result.returncode != 0
@@ -83,6 +85,7 @@ def test_the_end_of_a_run_names_the_tests_that_failed(tmp_path):
     step = "  unit tests, filters included (not those marked slow): "
     assert any(line.startswith(step + "FAILED tests/unit/test_one_fails.py::test_that_fails") for line in named), \
         result.stdout
+    assert step + "ERROR: tests/lua/test_x.py:143:8: disallowed-name: Disallowed name" in named, result.stdout
     assert "test_that_passes" not in "\n".join(named)
 
 
