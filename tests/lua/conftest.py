@@ -459,8 +459,9 @@ class StatusService:
         the text, and the pages checktcp.lua publishes, itself."""
         end = time.monotonic() + timeout
         pattern = r"^0x[0-9a-f]+ %s 1$" % re.escape(check)
-        while not re.search(pattern, self.admin_command("show map " + self.state_map(), timeout=2), re.M):
-            assert time.monotonic() < end, self.admin_command("show map " + self.state_map(), timeout=2)
+        show_map = "show map " + self.state_map()
+        while not re.search(pattern, self.admin_command(show_map, timeout=2), re.M):
+            assert time.monotonic() < end, self.admin_command(show_map, timeout=2)
             time.sleep(0.01)
 
     def clear_server_states(self):
