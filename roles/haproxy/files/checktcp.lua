@@ -840,8 +840,8 @@ end
 -- state it shows is under ENGINE_REUSE_MS old: most page requests run no Lua.
 -- The page first, then its time (wall clock, ms), as haproxy.cfg reads them
 -- in the other order. A page with ?refresh=N, too large for one buffer, or
--- holding a byte that string would encode (a control character), is always
--- this service's.
+-- holding a byte the log-format string that answers it would encode (a
+-- control character), is always this service's.
 local function publish(applet, check, v, json, details, body, offset)
   if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes
       or body:find("[\0-\8\10-\31\127]") then
