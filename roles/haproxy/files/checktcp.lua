@@ -437,6 +437,7 @@ for c, check in ipairs(config.checks) do
   check.round = 0   -- probes finished (see verdict)
   check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
   check.engine_backend = config.engine_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
+  check.read_since = -math.huge  -- the start of a state read under way (engine_verdict)
   check.answer_backend = config.answer_backend .. "_" .. check.name
   check.states = {}
   for i, target in ipairs(check.targets) do
@@ -560,15 +561,17 @@ end
 -- target checked once, and its state applied). Reading 200 servers' stats and
 -- rendering their page takes milliseconds: once seen, a read is reused for
 -- ENGINE_REUSE_MS, so that the cost of the pages never follows the request
--- rate (and a page is rendered once per read).
+-- rate (and a page is rendered once per read). HAProxy may pause the Lua in
+-- a read: the requests arriving then take the last one (a read that raised
+-- an error is waited for ERROR_PAUSE_MS).
 local function engine_verdict(check)
-  local last = check.engine_read
-  if last ~= nil and last.seen and mono_ms() - last.at < ENGINE_REUSE_MS then
+  local last, now = check.engine_read, mono_ms()
+  if last ~= nil and last.seen and (now - last.at < ENGINE_REUSE_MS or now - check.read_since < ERROR_PAUSE_MS) then
     return last
   end
+  check.read_since = now
   local servers = core.backends[check.engine_backend].servers
   local rows, up, seen = {}, 0, true
-  local now = mono_ms()
   for i, st in ipairs(check.states) do
     local stats = servers[st.target.server]:get_stats()
     -- "* " marks a check in progress; INI, none done yet.
@@ -598,6 +601,7 @@ local function engine_verdict(check)
   end
   check.engine_read = { ok = seen and up >= check.required, up = up, rows = rows, at = now, checked = now,
                         done = true, seen = seen }
+  check.read_since = -math.huge
   return check.engine_read
 end
 
