@@ -12,14 +12,16 @@ the page's own word, and a whole page when it is too large for a buffer."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import re
+import threading
 import time
 
 import pytest
 
-from conftest import checked, word
+from conftest import checked, utc, word
 
 INTERVAL_MS = 100
 # The role's reuse window of a cached check's state and page (vars/main.yml).
@@ -27,8 +29,17 @@ REUSE_MS = 100
 # A page follows its target within the check's interval, a check (fast here),
 # the reuse window, and room for a loaded machine.
 FOLLOW_BOUND_S = (INTERVAL_MS + REUSE_MS) / 1000 + 1.0
-# Targets of the check whose details page no longer fits half a 16 KiB buffer.
-BIG = 60
+# Targets of the check whose details page no longer fits half a 16 KiB buffer,
+# each checked every BIG_INTERVAL_MS (200 checks/s on one fake server).
+BIG = 200
+BIG_INTERVAL_MS = 1000
+# Clients asking for the big page at once, and for how long.
+CLIENTS = 16
+FLOOD_S = 3.0
+# A page dates a read by the wall clock's offset from HAProxy's monotonic
+# clock, taken when it is rendered: two renders of one read may differ by
+# this, each clock read to the ms.
+DATING_SLACK_MS = 2
 OUTSIDER = "127.0.0.2"
 ALLOWED = "127.0.0.1"
 
@@ -42,7 +53,8 @@ def bed(deploy, fake_servers):
         "haproxy_checktcp_checks": [
             dict(common, name="flip", targets=[dict(flip.target, name="flip-target")]),
             dict(common, name="hidden", targets=[dict(steady.target, name="hidden-target")], details=False),
-            dict(common, name="big", targets=[dict(steady.target, name="big-%d" % index) for index in range(BIG)]),
+            dict(common, name="big", targets=[dict(steady.target, name="big-%d" % index) for index in range(BIG)],
+                 interval_ms=BIG_INTERVAL_MS),
         ]})
     service.flip = flip
     return service
@@ -151,6 +163,44 @@ def test_a_page_too_large_for_a_buffer_comes_whole_from_lua(bed):
     assert len(re.findall(rb"<td>big-\d+</td>", response.body)) == BIG
     assert len(response.body) > 8192
     assert "not found" in published(bed, 3, "html1").lower()
+
+
+def test_concurrent_requests_for_a_large_page_share_one_state_read(bed):
+    """The big page, rendered by checktcp.lua, comes from one read of the
+    health checks' state, reused for the reuse window. Reading 200 servers'
+    stats takes long enough for HAProxy to pause the Lua in it
+    (``tune.lua.forced-yield``): a request arriving then must take the last
+    read, not start its own. Before the fix every such request read the state
+    again (reads 3-7 ms apart on 2.6 and 3.2), and at 50 connections HAProxy
+    3.2 served that page at 184-350 requests/s (benchmarks/, 2026-12-05).
+    What a client sees of it: the time of the read a JSON page shows."""
+    bed.wait_seen("big", timeout=10)
+    end = time.monotonic() + FLOOD_S
+    reads, statuses, lock = set(), collections.Counter(), threading.Lock()
+
+    def client():
+        answers = 0
+        while time.monotonic() < end:
+            response = page(bed, "/big", json_form=True)
+            shown = json.loads(response.body)
+            with lock:
+                reads.add(utc(shown["checked_at"]))
+                statuses[response.status, shown["status"]] += 1
+            answers += 1
+        return answers
+
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+        answers = sum(pool.map(lambda _: client(), range(CLIENTS)))
+    times = sorted(reads)
+    # Renders of one read, dated a millisecond apart, count as one.
+    distinct = [at for previous, at in zip([None] + times, times)
+                if previous is None or round((at - previous) * 1000) > DATING_SLACK_MS]
+    gaps_ms = [round((later - earlier) * 1000) for earlier, later in zip(distinct, distinct[1:])]
+    assert len(distinct) >= 3, "too few reads to show anything: %d answers, reads %s" % (answers, times)
+    assert min(gaps_ms) >= REUSE_MS - DATING_SLACK_MS, (
+        "%d answers (%s) from %d reads; ms between reads: %s" % (answers, dict(statuses), len(distinct), gaps_ms))
+    # Its targets stay up: the page's readers never starve their checks.
+    assert set(statuses) == {(200, "OK")}, statuses
 
 
 def test_a_cached_check_says_503_ko_in_every_form(bed):
