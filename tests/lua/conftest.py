@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import functools
 import importlib.machinery
 import importlib.util
 import json
@@ -405,6 +406,9 @@ class StatusService:
             # server's behaviour and look at once; test_review.py tests the
             # role's default spacing.
             "haproxy_checktcp_min_probe_interval_ms": 0,
+            # Read once per session, not by each render (CI's time: a
+            # module run per render); molecule's runs read it as users' do.
+            "haproxy_version": "%d.%d" % haproxy_version(),
         }
         self.variables.update(variables)
         self.config = self.workdir / "etc" / "haproxy.cfg"
@@ -605,6 +609,7 @@ def haproxy_binary():
     return shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
+@functools.lru_cache(maxsize=None)
 def haproxy_version():
     """(major, minor) of the HAProxy the tests run."""
     out = subprocess.run([haproxy_binary(), "-v"], capture_output=True, text=True, check=True).stdout
