@@ -439,7 +439,7 @@ for c, check in ipairs(config.checks) do
   check.engine_backend = config.engine_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
   check.read_since = -math.huge  -- the start of a state read under way (engine_verdict)
   check.answer_backend = config.answer_backend .. "_" .. check.name
-  check.states = {}
+  check.states, check.pages = {}, {}  -- pages: check_page's, by form
   for i, target in ipairs(check.targets) do
     check.states[i] = new_target(check, c, target, i)
   end
@@ -857,26 +857,37 @@ local function publish(applet, check, v, json, details, body, offset)
   applet:set_var(name .. "_at", v.at + offset)
 end
 
--- The page of a verdict, rendered once for all the requests that share it
--- (the last one rendered is kept per check).
+-- The page of a verdict in a form, rendered once for all the requests that
+-- share it (the last one of each form is kept per check), and the verdict
+-- it shows. HAProxy may pause the Lua in a render: while a cached check's
+-- form renders, the requests arriving then take its last page.
 local function check_page(applet, check, v, json, details, refresh)
-  local last = check.page
-  if v.done and last and last.verdict == v and last.json == json and last.details == details
-      and last.refresh == refresh then
-    return last.body
+  local form = (json and "json" or "html") .. (details and 1 or 0) .. (refresh and "r" or "")
+  local last, now = check.pages[form], mono_ms()
+  if last and last.refresh == refresh and (v.done and last.verdict == v
+      or check.mode == "cached" and now - last.rendering < ERROR_PAUSE_MS) then
+    return last.body, last.verdict
   end
+  if last then last.rendering = now end
   local offset = wall_offset_ms(applet)
   local body = json and render_check_json(check, v, details, offset)
     or render_check_html(check, v, details, refresh, offset)
-  check.page = { verdict = v, json = json, details = details, refresh = refresh, body = body }
+  check.pages[form] = { verdict = v, refresh = refresh, body = body, rendering = -math.huge }
   if not refresh then publish(applet, check, v, json, details, body, offset) end
-  return body
+  return body, v
 end
 
+-- A page (HTML, or JSON) or the terse text for load balancers, with the
+-- status of the verdict it shows.
 local function serve_check(applet, check, arrival)
-  local v = check_verdict(check, arrival)
+  local v, body = check_verdict(check, arrival), nil
+  local json = wants(applet, "format=json", "application/json")
+  local ctype = json and "application/json" or "text/html; charset=utf-8"
+  if json or not wants(applet, "format=text", "text/plain") then
+    local refresh = not json and refresh_seconds(applet) or nil
+    body, v = check_page(applet, check, v, json, shows_details(applet, check), refresh)
+  end
   local word = v.ok and "OK" or "KO"
-  local status = v.ok and 200 or 503
   -- A cached check's answers are counted by its backend in haproxy.cfg; a
   -- live verdict is as old as its oldest probe (a cached one's age is not known).
   local headers = nil
@@ -884,16 +895,7 @@ local function serve_check(applet, check, arrival)
     check.answered[word] = check.answered[word] + 1
     headers = { ["x-checktcp-age-ms"] = tostring(math.max(mono_ms() - v.at, 0)) }
   end
-  if wants(applet, "format=json", "application/json") then
-    respond(applet, status, word, "application/json",
-      check_page(applet, check, v, true, shows_details(applet, check), nil), headers)
-  elseif wants(applet, "format=text", "text/plain") then
-    -- The terse form for load balancers.
-    respond(applet, status, word, "text/plain", word .. "\n", headers)
-  else
-    respond(applet, status, word, "text/html; charset=utf-8",
-      check_page(applet, check, v, false, shows_details(applet, check), refresh_seconds(applet)), headers)
-  end
+  respond(applet, v.ok and 200 or 503, word, body and ctype or "text/plain", body or (word .. "\n"), headers)
 end
 
 local function serve_overview(applet, arrival)
