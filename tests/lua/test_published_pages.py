@@ -46,17 +46,17 @@ ALLOWED = "127.0.0.1"
 
 @pytest.fixture(scope="module")
 def bed(deploy, fake_servers):
-    flip, steady = fake_servers(2)
+    flip, steady, many = fake_servers(3)
     common = {"mode": "cached", "interval_ms": INTERVAL_MS}
     service, = deploy({
         "haproxy_status_details_allow": [ALLOWED + "/32"],
         "haproxy_checktcp_checks": [
             dict(common, name="flip", targets=[dict(flip.target, name="flip-target")]),
             dict(common, name="hidden", targets=[dict(steady.target, name="hidden-target")], details=False),
-            dict(common, name="big", targets=[dict(steady.target, name="big-%d" % index) for index in range(BIG)],
+            dict(common, name="big", targets=[dict(many.target, name="big-%d" % index) for index in range(BIG)],
                  interval_ms=BIG_INTERVAL_MS),
         ]})
-    service.flip = flip
+    service.flip, service.many = flip, many
     return service
 
 
@@ -201,6 +201,32 @@ def test_concurrent_requests_for_a_large_page_share_one_state_read(bed):
         "%d answers (%s) from %d reads; ms between reads: %s" % (answers, dict(statuses), len(distinct), gaps_ms))
     # Its targets stay up: the page's readers never starve their checks.
     assert set(statuses) == {(200, "OK")}, statuses
+
+
+def test_a_request_arriving_during_a_read_never_gets_an_older_one(bed):
+    """After a spell without page requests (no state read), the big check's
+    targets go down, then up again. Each time, once haproxy.cfg's own text
+    answer shows the change, clients ask for the page at once: the first starts
+    a read, and the others arrive while HAProxy has paused it. Each must get a
+    read at least as new as its request, never the last one before the change
+    (200 while every target is down, 503 once they are all back)."""
+    for behaviour, status in (("refuse", 503), ("echo", 200)):
+        bed.many.behave(behaviour)
+        end = time.monotonic() + BIG_INTERVAL_MS / 1000 + FOLLOW_BOUND_S
+        while bed.request(path="/big?format=text").status != status:
+            assert time.monotonic() < end, "the text answer never said %d" % status
+            time.sleep(0.02)
+        start = threading.Barrier(CLIENTS)
+
+        def client():
+            start.wait()
+            response = page(bed, "/big", json_form=True)
+            return response.status, json.loads(response.body)["status"], json.loads(response.body)["checked_at"]
+
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            answers = list(pool.map(lambda _: client(), range(CLIENTS)))
+        assert {answer[:2] for answer in answers} == {(status, "OK" if status == 200 else "KO")}, (
+            "targets %s: %s" % (behaviour, sorted(answers, key=lambda answer: answer[2])))
 
 
 def test_a_cached_check_says_503_ko_in_every_form(bed):
