@@ -437,9 +437,8 @@ for c, check in ipairs(config.checks) do
   check.round = 0   -- probes finished (see verdict)
   check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
   check.engine_backend = config.engine_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
-  check.read_since = -math.huge  -- the start of a state read under way (engine_verdict)
   check.answer_backend = config.answer_backend .. "_" .. check.name
-  check.states, check.pages = {}, {}  -- pages: check_page's, by form
+  check.states, check.pages, check.rendering = {}, {}, {}  -- check_page's, by form
   for i, target in ipairs(check.targets) do
     check.states[i] = new_target(check, c, target, i)
   end
@@ -556,20 +555,30 @@ local function settle(check, wanted, arrival)
   return verdict(check, wanted, mono_ms())
 end
 
+-- Whether a read or a render is under way: its token (set when it starts,
+-- cleared when it ends) is under ENGINE_REUSE_MS old. An older one was left
+-- by a request that ended while HAProxy had paused it, or is slow: nobody
+-- waits for it.
+local function busy(token)
+  return token ~= nil and mono_ms() - token.at < ENGINE_REUSE_MS
+end
+
 -- A cached check's verdict, from the state of HAProxy's health checks of its
 -- targets (Server:get_stats()), as verdict() builds it, plus seen (every
 -- target checked once, and its state applied). Reading 200 servers' stats and
 -- rendering their page takes milliseconds: once seen, a read is reused for
 -- ENGINE_REUSE_MS, so that the cost of the pages never follows the request
--- rate (and a page is rendered once per read). HAProxy may pause the Lua in
--- a read: the requests arriving then take the last one (a read that raised
--- an error is waited for ERROR_PAUSE_MS).
+-- rate (and a page is rendered once per read). A request arriving during a
+-- read (HAProxy may pause the Lua in one) waits for it and takes it.
 local function engine_verdict(check)
+  local arrival = mono_ms()
+  while busy(check.reading) do core.yield() end
   local last, now = check.engine_read, mono_ms()
-  if last ~= nil and last.seen and (now - last.at < ENGINE_REUSE_MS or now - check.read_since < ERROR_PAUSE_MS) then
+  if last ~= nil and (last.at >= arrival or last.seen and now - last.at < ENGINE_REUSE_MS) then
     return last
   end
-  check.read_since = now
+  local token = { at = now }
+  check.reading = token
   local servers = core.backends[check.engine_backend].servers
   local rows, up, seen = {}, 0, true
   for i, st in ipairs(check.states) do
@@ -601,7 +610,7 @@ local function engine_verdict(check)
   end
   check.engine_read = { ok = seen and up >= check.required, up = up, rows = rows, at = now, checked = now,
                         done = true, seen = seen }
-  check.read_since = -math.huge
+  if check.reading == token then check.reading = nil end
   return check.engine_read
 end
 
@@ -859,20 +868,23 @@ end
 
 -- The page of a verdict in a form, rendered once for all the requests that
 -- share it (the last one of each form is kept per check), and the verdict
--- it shows. HAProxy may pause the Lua in a render: while a cached check's
--- form renders, the requests arriving then take its last page.
+-- it shows. A request for a cached check's form that arrives during its
+-- render waits for it, and takes it if it shows the same read or a newer one.
 local function check_page(applet, check, v, json, details, refresh)
   local form = (json and "json" or "html") .. (details and 1 or 0) .. (refresh and "r" or "")
-  local last, now = check.pages[form], mono_ms()
-  if last and last.refresh == refresh and (v.done and last.verdict == v
-      or check.mode == "cached" and now - last.rendering < ERROR_PAUSE_MS) then
+  local cached = check.mode == "cached"
+  while cached and busy(check.rendering[form]) do core.yield() end
+  local last = check.pages[form]
+  if last and last.refresh == refresh and v.done and (last.verdict == v or cached and last.verdict.at > v.at) then
     return last.body, last.verdict
   end
-  if last then last.rendering = now end
+  local token = { at = mono_ms() }
+  check.rendering[form] = token
   local offset = wall_offset_ms(applet)
   local body = json and render_check_json(check, v, details, offset)
     or render_check_html(check, v, details, refresh, offset)
-  check.pages[form] = { verdict = v, refresh = refresh, body = body, rendering = -math.huge }
+  if check.rendering[form] == token then check.rendering[form] = nil end
+  check.pages[form] = { verdict = v, refresh = refresh, body = body }
   if not refresh then publish(applet, check, v, json, details, body, offset) end
   return body, v
 end
