@@ -11,7 +11,10 @@ from __future__ import absolute_import, division, print_function
 from __future__ import annotations
 __metaclass__ = type
 
+import os
 import re
+import signal
+import time
 
 import pytest
 
@@ -177,3 +180,25 @@ def test_invalid_conversation(run_module, http_server, options, message):
     assert rc == 1
     assert result['msg'] == message
     assert page.count == 0
+
+
+def test_a_server_stops_with_the_process_that_started_it(tmp_path):
+    """ansible-test runs each test in a fork that ends without the module fixtures'
+    teardown: the servers a test started must not outlive it."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the fork, ended as ansible-test ends it)
+        server = real.EchoServer(tmp_path).start()
+        os.write(write_end, b'%d %d' % (server.proc.pid, server.port))
+        os._exit(0)  # pylint: disable=protected-access
+    os.waitpid(child, 0)
+    server_pid, port = (int(part) for part in os.read(read_end, 64).split())
+    end = time.monotonic() + 10
+    try:
+        while real.listening(port):
+            assert time.monotonic() < end, 'the echo server (pid %d) outlived the process that started it' % server_pid
+            time.sleep(0.05)
+    finally:
+        if real.listening(port):
+            os.kill(server_pid, signal.SIGTERM)
+
