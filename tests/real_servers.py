@@ -21,9 +21,11 @@ as root, in a directory of its own, and stops them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +62,17 @@ def listening(port):
         return False
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _stop_with_starter():
+    """Run in a server's process before it execs: SIGTERM once the process that started it
+    ends. ansible-test units runs each test in a fork of its own that exits without a module
+    fixture's teardown, and the servers that fixture started stayed (a Redis and two HAProxy
+    per test of status_probe's services, found running after the matrix)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class RealServer(object):
     """A server process on LOOPBACK:``port``, its output in ``workdir``/NAME.log."""
 
@@ -86,7 +99,8 @@ class RealServer(object):
         self.prepare()
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=_stop_with_starter)  # pylint: disable=subprocess-popen-preexec-fn
         end = time.monotonic() + START_TIMEOUT
         while not listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > end:
