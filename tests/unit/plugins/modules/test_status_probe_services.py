@@ -201,4 +201,3 @@ def test_a_server_stops_with_the_process_that_started_it(tmp_path):
     finally:
         if real.listening(port):
             os.kill(server_pid, signal.SIGTERM)
-
