@@ -169,7 +169,7 @@ def test_concurrent_requests_for_a_large_page_share_one_state_read(bed):
     """The big page, rendered by checktcp.lua, comes from one read of the
     health checks' state, reused for the reuse window. Reading 200 servers'
     stats takes long enough for HAProxy to pause the Lua in it
-    (``tune.lua.forced-yield``): a request arriving then must take the last
+    (``tune.lua.forced-yield``): a request arriving then must share that
     read, not start its own. Before the fix every such request read the state
     again (reads 3-7 ms apart on 2.6 and 3.2), and at 50 connections HAProxy
     3.2 served that page at 184-350 requests/s (benchmarks/, 2026-12-05).
@@ -205,9 +205,8 @@ def test_concurrent_requests_for_a_large_page_share_one_state_read(bed):
 
 def big_states(service):
     """How many of the big check's servers HAProxy's health checks hold in each state (UP, DOWN)."""
-    rows = [line.split(",") for line in service.admin_command("show stat").splitlines()]
-    return collections.Counter(row[17].split()[0] for row in rows
-                               if len(row) > 17 and row[0].endswith("_big") and row[1] not in ("FRONTEND", "BACKEND"))
+    return collections.Counter(row["status"].split()[0] for row in service.stat_rows("checktcp_check_big")
+                               if row["svname"] not in ("BACKEND", "FRONTEND"))
 
 
 def test_a_request_arriving_during_a_read_never_gets_an_older_one(bed):
@@ -231,7 +230,8 @@ def test_a_request_arriving_during_a_read_never_gets_an_older_one(bed):
         def client():
             start.wait()
             response = page(bed, "/big", json_form=True)
-            return response.status, json.loads(response.body)["status"], json.loads(response.body)["checked_at"]
+            shown = json.loads(response.body)
+            return response.status, shown["status"], shown["checked_at"]
 
         with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
             answers = list(pool.map(lambda _: client(), range(CLIENTS)))
