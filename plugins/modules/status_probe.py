@@ -30,11 +30,16 @@ description:
     RV(consistent) means the same for Redis as for the echo server.
   - The direct check runs first, then the request. When they disagree the module tells a lie
     from a change of state. A verdict formed before the direct check began (its age comes from
-    the page's C(x-checktcp-age-ms) header; a cached page's verdict may be up to
-    C(haproxy_checktcp_interval_ms + haproxy_checktcp_timeout_ms) old) is not judged;
+    the page's C(x-checktcp-age-ms) header, which live mode sends) is not judged;
     RV(consistent) is V(null) and the module polls on. Otherwise a second direct check decides;
     if it agrees with the page, the echo server changed state meanwhile and the page is right,
     if it disagrees too, the page lies (RV(consistent) is V(false)).
+  - A cached check's answers carry no age (HAProxy does not tell when a server's last check ran);
+    such a page follows a change of the service once HAProxy's health checks have seen it, up to
+    C(haproxy_checktcp_fall) (or C(rise)) times C(haproxy_checktcp_interval_ms), plus
+    C(haproxy_checktcp_timeout_ms), later. Until then the second direct check disagrees too and
+    RV(consistent) is V(false); give O(wait) at least that long, and the module polls until the
+    page agrees.
   - Connection errors, timeouts and name resolution failures are reported in the result, never
     raised; the module fails when the expectation does not hold in time.
   - The module only reads; it never reports a change and runs in check mode too.
@@ -438,6 +443,8 @@ consistent:
       in the last attempt.
     - V(null) when they disagree but the page's verdict was formed before the direct check began
       (see RV(verdict_age_ms)), so that the echo server may have changed state in between.
+    - A cached check's page carries no age; while it lags a change (see the description), this
+      is V(false).
   returned: when the echo check is on
   type: bool
   sample: true
