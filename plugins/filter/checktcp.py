@@ -416,16 +416,17 @@ def checktcp_checks(checks, defaults, groups, hostvars, inventory_hostname, over
 
     checks: haproxy_checktcp_checks (a list of dicts; empty or None: one check from
     the single-check variables, answering on every path). defaults: the
-    single-check variables without their prefix (send, expect, skip_lines,
-    timeout_ms, policy, mode, interval_ms, details, targets, targets_group).
-    groups, hostvars, inventory_hostname: Ansible's magic variables, to derive
-    targets from the hosts of an inventory group. overview_path:
-    haproxy_checktcp_overview_path.
+    single-check variables without their prefix (SETTINGS, targets,
+    targets_group). groups, hostvars, inventory_hostname: Ansible's magic
+    variables, to derive targets from the hosts of an inventory group.
+    overview_path: haproxy_checktcp_overview_path. ca_dir: where the checks'
+    tls_ca files go on the HAProxy host.
 
-    Returns {"catch_all": bool, "overview_path": str, "checks": [check, ...]},
-    each check {name, path, targets: [{host, port, name, family}], send, expect,
-    skip_lines, timeout_ms, policy, required, mode, interval_ms, details} with
-    plain types. Raises AnsibleFilterError naming the variable at fault.
+    Returns {"catch_all", "overview_path", "max_line_bytes", "line_regex_flags",
+    "checks": [check, ...]}, each check {name, path, targets: [{host, port, name,
+    family, server}], the SETTINGS, required, tls_ca_file, ops, tcp_check_rules,
+    server_words} with plain types. Raises AnsibleFilterError naming the
+    variable at fault.
     """
     if not isinstance(defaults, Mapping):
         raise AnsibleFilterError("checktcp_checks: defaults must be a dict of the single-check variables")
