@@ -248,3 +248,21 @@ def test_not_a_dict():
 
 def test_registered_name():
     assert FilterModule().filters()['keepalived_instance'] is keepalived_instance
+
+
+def test_the_status_url_asks_the_overview_of_named_checks():
+    # With named checks only the overview's path answers for all of them; any
+    # other path that is no check's is 404, which would keep every node's page
+    # KO for good.
+    result = instance(haproxy_checktcp_checks=[{'name': 'web', 'targets': [{'host': '10.0.0.5', 'port': 80}]}],
+                      haproxy_checktcp_overview_path='/status')
+
+    assert result['status_url'] == 'http://127.0.0.1:80/status'
+    assert result['notify'][1] == 'http://127.0.0.1:80/status'
+
+
+@pytest.mark.parametrize('path', ['status', '/a b', '/a?b', 7])
+def test_an_overview_path_the_scripts_cannot_ask_stops_the_play(path):
+    message = error(haproxy_checktcp_overview_path=path)
+
+    assert message.startswith('haproxy_checktcp_overview_path ')
