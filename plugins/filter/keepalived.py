@@ -254,7 +254,17 @@ def _peers(value, vip, groups, hostvars, inventory_hostname):
     return peers
 
 
-def _status_url(bind, tls):
+def _overview_path(path):
+    """The path the track scripts ask: the overview's, which with named checks is
+    the one path that answers for all of them (with one check, any path does)."""
+    variable = "haproxy_checktcp_overview_path"
+    if not isinstance(path, str) or not path.startswith("/") or not SAFE_ARG_RE.match(path):
+        _fail(variable, "must be a path starting with / of letters, digits and . : / _ @ % - (the track scripts "
+              "ask the local status page there)", path)
+    return path
+
+
+def _status_url(bind, tls, path="/"):
     """Where this host reaches its own status page, from haproxy_status_bind."""
     variable = "haproxy_status_bind"
     first = bind.split(",")[0].strip() if isinstance(bind, str) else ""
@@ -267,7 +277,7 @@ def _status_url(bind, tls):
     host = WILDCARDS.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    url = f"{'https' if tls else 'http'}://{host}:{int(match.group('port'))}/"
+    url = f"{'https' if tls else 'http'}://{host}:{int(match.group('port'))}{path}"
     if not SAFE_ARG_RE.match(url):
         _fail(variable, "must be an address and port the track scripts can reach, such as *:80", bind)
     return url
@@ -309,7 +319,8 @@ def keepalived_instance(variables, facts, groups, hostvars, inventory_hostname):
     peers = _peers(variables.get("keepalived_peers"), vip, groups, hostvars, inventory_hostname)
     advert_int = _int("keepalived_advert_int", variables.get("keepalived_advert_int"), ADVERT_INT_RANGE)
     url = _status_url(variables.get("haproxy_status_bind", "*:80"),
-                      _bool("haproxy_status_tls", variables.get("haproxy_status_tls", False)))
+                      _bool("haproxy_status_tls", variables.get("haproxy_status_tls", False)),
+                      _overview_path(variables.get("haproxy_checktcp_overview_path", "/")))
     if not SAFE_ARG_RE.match(interface):
         _fail("keepalived_interface", "must be an interface name of letters, digits, '.', '_', '-', '@' or ':'", interface)
 
