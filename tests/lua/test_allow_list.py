@@ -13,11 +13,14 @@ all local), so that one HAProxy sees allowed and refused sources.
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
 
 import pytest
 
-from conftest import LOOPBACK
+from conftest import LOOPBACK, haproxy_binary
 
 ALLOWED = "127.0.0.2"
 REFUSED_LINE = r"checktcp: refused %s, not on the status page's allow-list"
@@ -34,11 +37,71 @@ def request_from(source, port, path="/"):
 
 @pytest.fixture(scope="module")
 def guarded(deploy, fake_servers):
-    """A page for 127.0.0.2 and 10.0.0.0/8 only, and the fake echo server it probes."""
+    """A page for 127.0.0.2 and 10.0.0.0/8 only (details for 127.0.0.2 alone), and
+    the fake echo server it probes."""
     (fake,) = fake_servers(1)
     (service,) = deploy({"haproxy_checktcp_targets": [fake.target],
-                         "haproxy_status_allow": [ALLOWED + "/32", "10.0.0.0/8"]})
+                         "haproxy_status_allow": [ALLOWED + "/32", "10.0.0.0/8"],
+                         "haproxy_status_details_allow": [ALLOWED + "/32"]})
     return service, fake
+
+
+# A dual-stack HAProxy in a network namespace of its own (gone with the
+# process), judging sources against the patterns as rendered; each line of
+# output: "<source> <status>". 2002::/16 (6to4) and ::/96 (IPv4-compatible)
+# are IPv6 addresses that HAProxy turns into IPv4 ones when it matches them
+# against an IPv4 pattern.
+DUAL_STACK_JUDGE = r"""
+set -eu
+ip link set lo up
+for address in $SOURCES; do
+  case $address in *:*) ip -6 address add "$address/128" dev lo ;; *) ip address add "$address/32" dev lo ;; esac
+done
+"$HAPROXY" -f "$CONFIG" -D -p "$PIDFILE"
+trap 'kill $(cat "$PIDFILE")' EXIT
+for address in $SOURCES; do
+  case $address in *:*) url="http://[::1]:$PORT/" ;; *) url="http://127.0.0.1:$PORT/" ;; esac
+  for _try in 1 2 3 4 5 6 7 8 9 10; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' --interface "$address" "$url") && break
+    sleep 0.1
+  done
+  echo "$address $status"
+done
+"""
+
+
+def judged_sources(tmp_path, patterns, sources):
+    """{source: status}: 200 when a dual-stack HAProxy's ``src`` matches one of ``patterns``, else 403."""
+    port = 18000 + os.getpid() % 1000
+    config = tmp_path / "dual-stack.cfg"
+    config.write_text(
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n"
+        "frontend judge\n    bind :::%d v4v6\n    acl allowed src %s\n"
+        "    http-request return status 200 if allowed\n    http-request return status 403\n" % (port, patterns))
+    env = dict(os.environ, HAPROXY=haproxy_binary(), CONFIG=str(config), PIDFILE=str(tmp_path / "judge.pid"),
+               PORT=str(port), SOURCES=" ".join(sources))
+    out = subprocess.run(["unshare", "--net", "sh", "-c", DUAL_STACK_JUDGE], env=env, capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+@pytest.mark.skipif(bool(os.environ.get("CHECKTCP_HAPROXY_IMAGE")),
+                    reason="runs the host's HAProxy in a network namespace of its own")
+def test_no_ipv6_source_passes_for_an_ipv4_entry(guarded, tmp_path):
+    # On a dual-stack bind, an IPv4 entry must admit its IPv4 clients (seen as
+    # ::ffff:a.b.c.d) and no IPv6 one: HAProxy takes 2002:7f00:2::1 (6to4) for
+    # 127.0.0.2, and ::a00:3 (IPv4-compatible) for 10.0.0.3, against an IPv4 pattern.
+    service, _fake = guarded
+    config = service.config.read_text()
+    allowed = re.search(r"^\s*acl checktcp_allowed src (.+)$", config, re.M).group(1)
+    details = re.search(r"set-var\(txn\.checktcp_details\) int\(1\) if \{ src (.+) \}$", config, re.M).group(1)
+    sources = ["127.0.0.2", "10.0.0.3", "127.0.0.5", "2002:7f00:2::1", "2002:a00:3::1", "::a00:3", "2001:db8::1"]
+
+    assert judged_sources(tmp_path, allowed, sources) == {
+        "127.0.0.2": "200", "10.0.0.3": "200", "127.0.0.5": "403",
+        "2002:7f00:2::1": "403", "2002:a00:3::1": "403", "::a00:3": "403", "2001:db8::1": "403"}
+    assert judged_sources(tmp_path, details, sources) == dict(
+        {source: "403" for source in sources}, **{"127.0.0.2": "200"})
 
 
 def test_refusal_names_the_address_seen_not_the_list(guarded):
