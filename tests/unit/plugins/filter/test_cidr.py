@@ -11,7 +11,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.checktcp.haproxy_lua.plugins.filter.cidr import FilterModule, cidr_problems
+from ansible_collections.checktcp.haproxy_lua.plugins.filter.cidr import FilterModule, cidr_problems, cidr_src_patterns
 
 
 @pytest.mark.parametrize('value', [
@@ -54,3 +54,18 @@ def test_not_a_list(value):
 
 def test_registered_name():
     assert FilterModule().filters()['cidr_problems'] is cidr_problems
+
+
+@pytest.mark.parametrize('value, patterns', [
+    pytest.param([], [], id='empty'),
+    pytest.param(['10.0.0.0/8', ' 127.0.0.2 ', '0.0.0.0/0'],
+                 ['::ffff:10.0.0.0/104', '::ffff:127.0.0.2/128', '::ffff:0.0.0.0/96'], id='ipv4-mapped'),
+    pytest.param(['2001:db8::/32', '::1', '2002::/16'], ['2001:db8::/32', '::1/128', '2002::/16'], id='ipv6-as-is'),
+])
+def test_src_patterns_match_the_networks_and_nothing_else(value, patterns):
+    assert cidr_src_patterns(value) == patterns
+
+
+def test_src_patterns_refuse_what_is_no_cidr():
+    with pytest.raises(AnsibleFilterError, match='10.0.0.300'):
+        cidr_src_patterns(['10.0.0.300/8'])
