@@ -109,7 +109,8 @@ NOT_TEXT = {"haproxy_status_tls", "haproxy_status_log_requests", "haproxy_tune_b
      "Check that no variable written into the unit holds a control character", "echo_server_"),
 ])
 def test_every_variable_a_template_writes_is_checked(template, tasks, task_name, prefix):
-    rendered = set(re.findall(r"(?<![\w])" + prefix + r"\w+", (ROOT / template).read_text()))
+    # Not after a dot: checktcp.haproxy_lua.<filter> names the collection, not a variable.
+    rendered = set(re.findall(r"(?<![\w.])" + prefix + r"\w+", (ROOT / template).read_text()))
     checked = _checked_variables(tasks, task_name)
 
     assert rendered - NOT_TEXT <= checked, f"not checked for control characters: {sorted(rendered - NOT_TEXT - checked)}"
