@@ -51,6 +51,18 @@ REJECTED = {
     "path-is-the-overview": (lambda port: {"haproxy_checktcp_overview_path": "/web", "haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port)}]},
         ['haproxy_checktcp_checks[0] (name "web"): path "/web" is the overview']),
+    # A quote or a backslash is HAProxy's config syntax: `{ path /we"b }` fails
+    # HAProxy's validation without naming the variable, and /a\\b would be
+    # matched as /a\b by haproxy.cfg but looked up as written by the Lua service.
+    "path-with-a-quote": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "path": '/we"b', "targets": target(port)}]},
+        ['haproxy_checktcp_checks[0] (name "web"): path must not contain', "quotes"]),
+    "path-with-a-backslash": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "path": "/a\\\\b", "targets": target(port)}]},
+        ['haproxy_checktcp_checks[0] (name "web"): path must not contain', "backslashes"]),
+    # The admin socket on a TCP address would give anyone who reaches it HAProxy's admin level.
+    "stats-socket-on-tcp": (lambda port: {"haproxy_stats_socket": "127.0.0.1:9999"},
+                            ["haproxy_stats_socket must be", '"127.0.0.1:9999"']),
     "no-targets": (lambda port: {"haproxy_checktcp_checks": [{"name": "web"}]},
                    ['haproxy_checktcp_checks[0] (name "web"): no targets']),
     "empty-targets-group": (lambda port: {"haproxy_checktcp_checks": [{"name": "web", "targets_group": "nowhere"}]},
@@ -93,7 +105,8 @@ REJECTED = {
 ARGUMENT_SPEC_TASK = "Validating arguments against arg spec 'main' - Install HAProxy and serve the checktcp Lua status page."
 REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size",
                     "unknown-preset": ARGUMENT_SPEC_TASK, "proxy-v3": ARGUMENT_SPEC_TASK,
-                    "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller"}
+                    "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller",
+                    "stats-socket-on-tcp": "Assert that the admin socket is a Unix socket's path"}
 
 ACCEPTED = {
     "timeout-as-string": lambda port: {"haproxy_checktcp_timeout_ms": "500", "haproxy_checktcp_skip_lines": "1",
