@@ -38,8 +38,9 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # belongs on a page either.
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # A path is matched literally: no query or fragment, nothing HAProxy or a
-# browser would split or rewrite.
-PATH_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f?#]")
+# browser would split or rewrite, and no quote or backslash, which haproxy.cfg
+# (`{ path ... }`) would read as its own syntax.
+PATH_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f?#'\"\\]")
 POLICY_WORDS = ("all", "any")
 MODES = ("live", "cached")
 TRUE_WORDS = ("true", "yes", "on", "y", "t", "1")
@@ -404,7 +405,7 @@ def _path_problem(path):
     if not isinstance(path, str) or not path.startswith("/"):
         return "must start with /"
     if PATH_FORBIDDEN_RE.search(path):
-        return "must not contain spaces, control characters, ? or #"
+        return "must not contain spaces, control characters, ?, #, quotes or backslashes"
     return None
 
 
