@@ -46,6 +46,22 @@ def guarded(deploy, fake_servers):
     return service, fake
 
 
+def test_an_invalid_request_is_not_logged_as_a_refusal(guarded):
+    # HAProxy logs a request it cannot parse before any http-request rule runs,
+    # so before the allow-list: the line must not say the client was refused.
+    service, _fake = guarded
+    offset = service.log_offset()
+    with socket.create_connection((LOOPBACK, service.port), timeout=5, source_address=(ALLOWED, 0)) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        assert b" 400 " in sock.recv(65536).split(b"\r\n", 1)[0]
+    # A refusal afterwards: once its line is there, so is the one before it.
+    assert request_from("127.0.0.9", service.port)[0] == 403
+    assert service.wait_log(REFUSED_LINE % r"127\.0\.0\.9", offset, timeout=5), service.log_text(offset)
+    text = service.log_text(offset)
+    assert "refused %s," % ALLOWED not in text, text
+    assert "checktcp: invalid or unfinished request from %s; the allow-list was not reached" % ALLOWED in text, text
+
+
 # A dual-stack HAProxy in a network namespace of its own (gone with the
 # process), judging sources against the patterns as rendered; each line of
 # output: "<source> <status>". 2002::/16 (6to4) and ::/96 (IPv4-compatible)
