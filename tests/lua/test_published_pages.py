@@ -93,6 +93,17 @@ def test_a_page_lua_renders_is_published_for_haproxy_cfg(bed):
     assert '{"status":"OK"' in published(bed, 1, "json1")
 
 
+def test_a_cached_page_dates_its_read_of_the_checks_not_a_check(bed):
+    # HAProxy checks the target every interval and the page reads that state
+    # when asked: the time it shows is the read's, "0.0 s ago" even when the
+    # last check ran an interval ago, so it must not call it a check's.
+    bed.flip.behave("echo")
+    text = wait_page(bed, "/flip", 200).body.decode()
+    assert "checked <time" not in text and "<th>checked (UTC)</th>" not in text, text
+    assert "(cached mode: HAProxy checks every 0.1 s), state read <time datetime=" in text, text
+    assert "<th>state read (UTC)</th>" in text, text
+
+
 def test_every_page_has_the_status_of_its_word_while_the_target_flips(bed):
     """Pages sampled by 4 clients (HTML and JSON) while the target goes down and up
     again: each one's status is its word's, and each change shows within the bound."""
