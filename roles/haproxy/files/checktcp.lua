@@ -671,8 +671,10 @@ end
 
 -- Counts only, without details: a hidden page never lists or names targets.
 local function summary(check, v, details)
-  return string.format(details and "%d of %d targets OK, %d required (%s mode)" or "%d of %d up, %d required (%s mode)",
-    v.up, #v.rows, check.required, check.mode)
+  local mode = check.mode == "cached"
+    and string.format("cached mode: HAProxy checks every %g s", check.interval_ms / 1000) or "live mode"
+  return string.format(details and "%d of %d targets OK, %d required (%s)" or "%d of %d up, %d required (%s)",
+    v.up, #v.rows, check.required, mode)
 end
 
 local function row_verdict(row)
@@ -700,14 +702,16 @@ local function render_check_html(check, v, details, refresh, offset)
   local word = v.ok and "OK" or "KO"
   local title = config.catch_all and "checktcp" or check.name
   local now, checked = mono_ms(), utc(v.checked + offset)
+  -- A cached check's times are those of its read of HAProxy's state, not of a check.
+  local when = check.mode == "cached" and "state read" or "checked"
   local out = {
     "<header><h1>", word, "</h1><p>", headline(check, v), "</p></header>",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
-    ', checked <time datetime="', checked, '">', checked, "</time></p>",
+    ", ", when, ' <time datetime="', checked, '">', checked, "</time></p>",
   }
   if details then
     out[#out + 1] = '<div class="scroll"><table><tr><th>target</th><th>address</th><th>verdict</th>'
-      .. "<th>probe ms</th><th>checked (UTC)</th><th>reason</th></tr>"
+      .. "<th>probe ms</th><th>" .. when .. " (UTC)</th><th>reason</th></tr>"
     for i, row in ipairs(v.rows) do
       local text, class = row_verdict(row)
       out[#out + 1] = string.format(
