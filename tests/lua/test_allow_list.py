@@ -88,7 +88,7 @@ done
 
 def judged_sources(tmp_path, patterns, sources):
     """{source: status}: 200 when a dual-stack HAProxy's ``src`` matches one of ``patterns``, else 403."""
-    port = 18000 + os.getpid() % 1000
+    port = 8080  # in a network namespace of its own: nothing else binds there
     config = tmp_path / "dual-stack.cfg"
     config.write_text(
         "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n"
