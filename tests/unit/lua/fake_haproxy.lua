@@ -97,6 +97,7 @@ local function request(path)
     start_response = function() end,
     send = function(_, body) response.body[#response.body + 1] = body end,
     get_var = function() return nil end,
+    set_var = function() end,
     -- Sample fetches: HAProxy's date, the virtual wall clock (date(0, "ms") only).
     f = { date = function() return START_S * 1000 + clock_us // 1000 end },
   }

@@ -35,16 +35,25 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory):
-    """The checks data file the role would render for SETTINGS."""
-    config = checktcp.checktcp_checks(None, SETTINGS, {}, {}, "haproxy1")
+def write_data_file(tmp_path_factory, settings):
+    """The checks data file the role would render for ``settings``."""
+    config = checktcp.checktcp_checks(None, settings, {}, {}, "haproxy1")
     config.update(state_map="/nonexistent/state.map", engine_backend="checktcp_check",
                   answer_backend="checktcp_answer", relay_proxy="checktcp_relay", relay_socket="checktcp-fake",
                   page_var="checktcp_page", page_reuse_ms=100, page_max_bytes=8192)
     path = tmp_path_factory.mktemp("fake") / "checktcp-checks.lua"
     path.write_text("checktcp_config = %s\n" % checktcp.to_lua(config))
     return path
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_data_file(tmp_path_factory, SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def cached_data_file(tmp_path_factory):
+    return write_data_file(tmp_path_factory, dict(SETTINGS, mode="cached"))
 
 
 def run_scenario(lua, data_file, scenario):
@@ -68,3 +77,21 @@ def test_a_stuck_probe_is_logged_once_however_many_requests_wait_on_it(lua, data
         assert re.fullmatch(r"status\t503\tno verdict within %d ms: probe stuck in header line 1 for \d+ ms"
                             % (TIMEOUT_MS + 50), page), page
     assert logged == "logged\t1", lines
+
+
+@pytest.mark.parametrize("lua", LUA_INTERPRETERS)
+def test_a_check_result_not_yet_applied_is_neither_up_nor_seen(lua, cached_data_file):
+    """HAProxy's thread that ran a check writes its status, then the server's
+    health, then its state, and get_stats() takes no lock: a read between them
+    saw a failed check on a server still "UP". The page said 200, and the check
+    was published as seen: CI saw a dead target answer 200 on HAProxy 3.0 (stop 30)."""
+    lines = [line.split("\t") for line in run_scenario(lua, cached_data_file, "unsettled_state.lua")]
+    assert [line[:4] for line in lines] == [
+        ["unchecked", "503", "false", "false"],
+        ["failure-unapplied", "503", "false", "false"],
+        ["failure-half-applied", "503", "false", "false"],
+        ["success-unapplied", "503", "false", "false"],
+        ["down", "503", "true", "false"],
+        ["up", "200", "true", "true"],
+    ], lines
+    assert lines[1][4].startswith("L4CON: Connection refused"), lines
