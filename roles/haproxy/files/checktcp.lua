@@ -585,16 +585,21 @@ local function engine_verdict(check)
     local stats = servers[st.target.server]:get_stats()
     -- "* " marks a check in progress; INI, none done yet.
     local status = tostring(stats.check_status or ""):gsub("^%* ", "")
-    -- "UP 0/N": the last check failed and HAProxy has not marked the server
-    -- down yet (3.0 answered so after a first failed check, long enough for
-    -- pages to see it), so nbsrv still counts it: not up, and not seen.
-    local going_down = tostring(stats.status):find("^UP 0/") ~= nil
+    -- The thread that ran a check writes its status, then the server's health,
+    -- then its state, and get_stats() takes no lock: a read between them sees a
+    -- failed check on a server at full health ("UP") or with none left but not
+    -- marked down ("UP 0/N", or "UP -1/N" with rise 2: nbsrv still counts it),
+    -- or a passed check on a server at none ("DOWN"). Such a server is not up,
+    -- and not seen yet.
+    local health, passed = tostring(stats.status), status:find("OKC?$") ~= nil
+    local unsettled = (tonumber(health:match("^UP (%-?%d+)/")) or 1) <= 0
+      or health == "UP" and not passed and status ~= "INI" or health == "DOWN" and passed
     local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
-                  checked = now, ok = tostring(stats.status):find("^UP") ~= nil and not going_down }
-    if going_down then seen = false end
+                  checked = now, ok = health:find("^UP") ~= nil and not unsettled }
+    if unsettled then seen = false end
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
-    elseif row.ok and status:find("OK$") then
+    elseif row.ok and passed then
       row.reason = "reply matched"
     else
       -- HAProxy blanks last_chk while a check runs: keep the last one said,

@@ -90,6 +90,7 @@ def test_a_check_result_not_yet_applied_is_neither_up_nor_seen(lua, cached_data_
         ["unchecked", "503", "false", "false"],
         ["failure-unapplied", "503", "false", "false"],
         ["failure-half-applied", "503", "false", "false"],
+        ["failure-half-applied-rise-2", "503", "false", "false"],
         ["success-unapplied", "503", "false", "false"],
         ["down", "503", "true", "false"],
         ["up", "200", "true", "true"],

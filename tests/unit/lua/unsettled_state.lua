@@ -16,6 +16,7 @@ local STATES = {
   { "failure-unapplied", { status = "UP", check_status = "L4CON", last_chk = "Connection refused" } },
   -- Its health lost; not marked down yet.
   { "failure-half-applied", { status = "UP 0/1", check_status = "L4CON", last_chk = "Connection refused" } },
+  { "failure-half-applied-rise-2", { status = "UP -1/1", check_status = "L4CON", last_chk = "Connection refused" } },
   -- A server down whose check has just passed.
   { "success-unapplied", { status = "DOWN", check_status = "L7OK", last_chk = "" } },
   { "down", { status = "DOWN", check_status = "L4CON", last_chk = "Connection refused" } },
