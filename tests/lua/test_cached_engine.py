@@ -128,15 +128,21 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.path = port, path
         self.counts = {}
+        # Every 200: when (seconds since the sampler started), what was asked, what came.
+        self.oks = []
+        self.started = time.monotonic()
         self.stopping = threading.Event()
 
     def run(self):
         while not self.stopping.is_set():
             for query in ("", "?format=text"):
                 try:
-                    status = http_request(self.port, path=self.path + query, timeout=2).status
+                    response = http_request(self.port, path=self.path + query, timeout=2)
+                    status = response.status
                 except (OSError, AssertionError):
                     status = 0
+                if status == 200:
+                    self.oks.append((round(time.monotonic() - self.started, 3), query, response.body[:300]))
                 self.counts[status] = self.counts.get(status, 0) + 1
             time.sleep(SAMPLE_EVERY_S)
 
@@ -218,17 +224,27 @@ def test_no_200_for_a_dead_target_through_reloads_and_restarts(make_service):
     start()
     sampler = Sampler(service.port, "/")
     sampler.start()
+    events = []
+
+    def event(what):
+        events.append((round(time.monotonic() - sampler.started, 3), what))
+
     try:
         for _cycle in range(3):
+            event("reload")
             reload_master_worker(service)
+            event("reloaded")
             time.sleep(WATCH_RELOADED_S)
+            event("stop")
             service.stop()
+            event("start")
             start()
+            event("started")
     finally:
         sampler.stopping.set()
         sampler.join(10)
         service.stop()
-    assert 200 not in sampler.counts, sampler.counts
+    assert 200 not in sampler.counts, (sampler.counts, sampler.oks, events)
     assert sampler.counts.get(503, 0) > 50, sampler.counts
 
 
