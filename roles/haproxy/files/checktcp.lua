@@ -563,6 +563,23 @@ local function busy(token)
   return token ~= nil and mono_ms() - token.at < ENGINE_REUSE_MS
 end
 
+-- A cached check's server as HAProxy's health checks left it (its
+-- get_stats()): its last check's status ("* " marks one in progress; INI, none
+-- done yet), whether it is up, whether that is unsettled, and whether the
+-- last check passed. The thread that ran a check writes its status, then the
+-- server's health, then its state, and get_stats() takes no lock: a read
+-- between them sees a failed check on a server at full health ("UP") or with
+-- none left but not marked down ("UP 0/N", or "UP -1/N" with rise 2: nbsrv
+-- still counts it), or a passed check on a server at none ("DOWN"). Such a
+-- server is not up, and not seen yet.
+local function server_state(stats)
+  local status = tostring(stats.check_status or ""):gsub("^%* ", "")
+  local health, passed = tostring(stats.status), status:find("OKC?$") ~= nil
+  local unsettled = (tonumber(health:match("^UP (%-?%d+)/")) or 1) <= 0
+    or health == "UP" and not passed and status ~= "INI" or health == "DOWN" and passed
+  return status, health:find("^UP") ~= nil and not unsettled, unsettled, passed
+end
+
 -- A cached check's verdict, from the state of HAProxy's health checks of its
 -- targets (Server:get_stats()), as verdict() builds it, plus seen (every
 -- target checked once, and its state applied). Reading 200 servers' stats and
@@ -583,19 +600,9 @@ local function engine_verdict(check)
   local rows, up, seen = {}, 0, true
   for i, st in ipairs(check.states) do
     local stats = servers[st.target.server]:get_stats()
-    -- "* " marks a check in progress; INI, none done yet.
-    local status = tostring(stats.check_status or ""):gsub("^%* ", "")
-    -- The thread that ran a check writes its status, then the server's health,
-    -- then its state, and get_stats() takes no lock: a read between them sees a
-    -- failed check on a server at full health ("UP") or with none left but not
-    -- marked down ("UP 0/N", or "UP -1/N" with rise 2: nbsrv still counts it),
-    -- or a passed check on a server at none ("DOWN"). Such a server is not up,
-    -- and not seen yet.
-    local health, passed = tostring(stats.status), status:find("OKC?$") ~= nil
-    local unsettled = (tonumber(health:match("^UP (%-?%d+)/")) or 1) <= 0
-      or health == "UP" and not passed and status ~= "INI" or health == "DOWN" and passed
+    local status, up_now, unsettled, passed = server_state(stats)
     local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
-                  checked = now, ok = health:find("^UP") ~= nil and not unsettled }
+                  checked = now, ok = up_now }
     if unsettled then seen = false end
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
@@ -973,7 +980,8 @@ local function samples(st, now)
              checktcp_verdict_age_seconds = r and (now - r.finished) / 1000 or 0 }
   end
   local stats = core.backends[st.check.engine_backend].servers[st.target.server]:get_stats()
-  return { checktcp_up = tostring(stats.status):find("^UP") and 1 or 0,
+  local _, up = server_state(stats)
+  return { checktcp_up = up and 1 or 0,
            checktcp_probe_failures_total = tonumber(stats.chkfail) or 0,
            checktcp_probe_duration_seconds = (tonumber(stats.check_duration) or 0) / 1000 }
 end
