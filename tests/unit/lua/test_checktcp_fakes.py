@@ -83,8 +83,9 @@ def test_a_stuck_probe_is_logged_once_however_many_requests_wait_on_it(lua, data
 def test_a_check_result_not_yet_applied_is_neither_up_nor_seen(lua, cached_data_file):
     """HAProxy's thread that ran a check writes its status, then the server's
     health, then its state, and get_stats() takes no lock: a read between them
-    saw a failed check on a server still "UP". The page said 200, and the check
-    was published as seen: CI saw a dead target answer 200 on HAProxy 3.0 (stop 30)."""
+    can see a failed check on a server still "UP". The old code's page said 200
+    for it, and published the check as seen; CI saw a dead target answer 200 on
+    HAProxy 3.0 once (stop 30), and such a read is the one way to it found."""
     lines = [line.split("\t") for line in run_scenario(lua, cached_data_file, "unsettled_state.lua")]
     assert [line[:4] for line in lines] == [
         ["unchecked", "503", "false", "false"],
