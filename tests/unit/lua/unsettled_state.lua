@@ -1,5 +1,5 @@
 -- A cached check's one target, through the states get_stats() gives while a
--- check's result is being applied (see engine_verdict). Each state is read by a
+-- check's result is being applied (see server_state). Each state is read by a
 -- page asked 300 ms after the last (past any reuse); prints one line per state:
 -- "<state>  <page status>  <seen: whether the check was published as seen>  <target ok>  <reason>".
 local harness = ...
