@@ -645,27 +645,9 @@ local function json_string(s)
   end) .. '"'
 end
 
--- Pages hold no line break: haproxy.cfg answers a published page (see
--- publish) through a log-format string, which encodes one as %0A.
-local STYLE = table.concat({
-  "body{margin:0;font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;background:#f4f5f7;color:#1c2230}",
-  "main{max-width:64rem;margin:0 auto;padding:1rem}",
-  "header{border-radius:.5rem;padding:.75rem 1rem;color:#fff}",
-  ".ok header{background:#17803d}.ko header{background:#b42318}",
-  "h1{margin:0;font-size:2.5rem;letter-spacing:.05em}",
-  "header p{margin:.25rem 0 0;font-size:1.1rem}",
-  "p.meta{color:#4b5563}",
-  ".scroll{overflow-x:auto}header+.scroll{margin-top:1rem}",
-  "table{border-collapse:collapse;width:100%;background:#fff}",
-  "th,td{padding:.4rem .6rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}",
-  "td.n{text-align:right;font-variant-numeric:tabular-nums}",
-  ".v-ok{color:#17803d;font-weight:700}.v-ko{color:#b42318;font-weight:700}.v-pending{color:#6b7280}",
-  "a{color:inherit}",
-  -- Phones: smaller table text, and a target table drops its per-target time
-  -- (5th of 6 columns; the check's time is above it) so the reason stays in view.
-  "@media (max-width:40rem){h1{font-size:2rem}main{padding:.5rem}table{font-size:.875rem}th,td{padding:.3rem}"
-    .. "tr>:nth-child(5):nth-last-child(2){display:none}}",
-}, "")
+-- checktcp.css, via the data file. No line break: haproxy.cfg answers with a
+-- published page (publish) in a log-format string, which would encode it as %0A.
+local STYLE = config.style:gsub("/%*.-%*/", ""):gsub("%s*\n%s*", "")
 
 local function page(word, title, refresh, content)
   local head = {

@@ -40,7 +40,8 @@ def write_data_file(tmp_path_factory, settings):
     config = checktcp.checktcp_checks(None, settings, {}, {}, "haproxy1")
     config.update(state_map="/nonexistent/state.map", engine_backend="checktcp_check",
                   answer_backend="checktcp_answer", relay_proxy="checktcp_relay", relay_socket="checktcp-fake",
-                  page_var="checktcp_page", page_reuse_ms=100, page_max_bytes=8192)
+                  page_var="checktcp_page", page_reuse_ms=100, page_max_bytes=8192,
+                  style=(REPO / "roles" / "haproxy" / "files" / "checktcp.css").read_text())
     path = tmp_path_factory.mktemp("fake") / "checktcp-checks.lua"
     path.write_text("checktcp_config = %s\n" % checktcp.to_lua(config))
     return path
