@@ -129,59 +129,39 @@ local function relay_errors(relay)
   return server and tonumber(server:get_stats()["econ"]) or 0
 end
 
--- The bytes of a hex string.
-local function unhex(hex)
-  return (hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end))
-end
-
-local function hexdump(bytes)
-  return (bytes:gsub(".", function(c) return string.format("%02X", c:byte()) end))
-end
-
--- A check's conversation, as the filter compiled it (plugins/module_utils/
--- conversation.py: the same ops HAProxy's health checks run as tcp-check
--- rules): send bytes, then read lines or bytes and match them with HAProxy's
--- own regex engine. Decoded and compiled once, at load.
+-- A check's ops, as conversation.py compiled them (HAProxy's health checks
+-- run the same as tcp-check rules), with HAProxy's regex engine.
 local function compiled(regex)
   local ok, compiled_or_error = Regex.new(regex, true)
   if not ok then error("checktcp: cannot compile " .. regex .. ": " .. tostring(compiled_or_error)) end
   return compiled_or_error
 end
 
-local function load_ops(ops)
+-- A line's stage and place in reasons: the echo conversation keeps its own words.
+local function load_ops(ops, echo)
   for _, op in ipairs(ops) do
     if op.op == "send" then
-      op.data = unhex(op.hex)
+      op.data = op.hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end)
     else
       op.matcher = compiled(op.regex)
-      for _, part in ipairs(op.parts or {}) do
+      for n, part in ipairs(op.parts or {}) do
         part.matcher = compiled(config.line_regex_flags .. part.regex)
+        part.where = echo and "" or string.format(" at step %d %s", part.step, part.words)
+        part.stage = echo and (n < op.count and "header line " .. n or "reply line")
+          or string.format("line %d of %d%s", n, op.count, part.where)
       end
     end
   end
   return ops
 end
 
--- What the n-th line of a lines op is, in reasons: the echo conversation
--- keeps its own words ("header line 1", "reply line").
-local function line_stage(check, op, n)
-  if check.echo then
-    return n < op.count and ("header line " .. n) or "reply line"
-  end
-  local part = op.parts[n]
-  return string.format("line %d of %d at step %d %s", n, op.count, part.step, part.words)
-end
-
--- One probe of one target, bounded by one deadline. on_stage(name) is told
--- each step. Returns { ok, reason, ms, finished }.
-local function probe(check, target, report_stage)
-  local started = mono_ms()
-  local current = "start"
-  local function on_stage(name) current = name; report_stage(name) end
-  local deadline = started + check.timeout_ms
-  local sock = nil
-  local received = 0
-  local errors_before = relay_errors(target.relay)
+-- One probe of st's target within one deadline: { ok, reason, ms, finished };
+-- st.stage says where it is.
+-- It reads byte by byte, with the time left as socket timeout: on HAProxy 3.x
+-- that timeout only bounds inactivity, and a peer could trickle bytes.
+local function probe(st)
+  local check, target, started, sock, received = st.check, st.target, mono_ms(), nil, 0
+  local deadline, errors_before = started + check.timeout_ms, relay_errors(target.relay)
 
   local function timeout(stage)
     return string.format("timeout after %d ms waiting for %s", check.timeout_ms, stage)
@@ -207,7 +187,7 @@ local function probe(check, target, report_stage)
   -- address yet, when Lua is paused before connect() (tune.lua.forced-yield):
   -- settimeout or connect then fails, and a new socket is taken.
   local function connect()
-    on_stage("connect")
+    st.stage = "connect"
     local failed = "probe error: HAProxy ended each new socket before it connected"
     for _ = 1, SOCKET_ATTEMPTS do
       sock, armed_ms = core.tcp(), nil
@@ -235,64 +215,54 @@ local function probe(check, target, report_stage)
   local function read_byte(stage)
     if not arm() then return nil, timeout(stage) end
     local byte = sock:receive(1)
-    if byte == nil then
-      local failed = connect_failure()
-      if failed then return nil, failed end
-      if mono_ms() >= deadline - 1 then return nil, timeout(stage) end
-      return nil, stage .. " closed by peer"
-    end
-    received = received + 1
-    return byte
+    if byte ~= nil then received = received + 1; return byte end
+    return nil, connect_failure() or mono_ms() >= deadline - 1 and timeout(stage) or stage .. " closed by peer"
   end
 
   local function send(op)
-    on_stage("send")
+    st.stage = "send"
     if not arm() then return nil, timeout("send") end
     if sock:send(op.data) then return true end
-    if mono_ms() >= deadline - 1 then return nil, timeout("send") end
-    return nil, "send failed: connection closed"
+    return nil, mono_ms() >= deadline - 1 and timeout("send") or "send failed: connection closed"
+  end
+
+  -- count bytes, or else a line: at most MAX_LINE_BYTES before its LF.
+  local function read(stage, count)
+    st.stage = stage
+    local bytes = {}
+    repeat  -- (until sees the body's locals)
+      local byte, err = read_byte(stage)
+      if byte == nil then return nil, err end
+      bytes[#bytes + 1] = byte
+      if not count and byte ~= "\n" and #bytes > MAX_LINE_BYTES then
+        return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
+      end
+    until #bytes == count or not count and byte == "\n"
+    return table.concat(bytes)
   end
 
   -- count lines, each at most MAX_LINE_BYTES before its LF, then the op's
   -- regex over them; a failing line is named by its step.
   local function read_lines(op)
     local lines = {}
-    for n = 1, op.count do
-      local stage = line_stage(check, op, n)
-      on_stage(stage)
-      local bytes = {}
-      while true do
-        local byte, err = read_byte(stage)
-        if byte == nil then return nil, err end
-        bytes[#bytes + 1] = byte
-        if byte == "\n" then break end
-        if #bytes > MAX_LINE_BYTES then
-          return nil, string.format("%s longer than %d bytes", stage, MAX_LINE_BYTES)
-        end
-      end
-      lines[n] = table.concat(bytes)
+    for n, part in ipairs(op.parts) do
+      local line, err = read(part.stage)
+      if line == nil then return nil, err end
+      lines[n] = line
     end
     if op.matcher:exec(table.concat(lines)) then return true end
     for n, part in ipairs(op.parts) do
       if not part.matcher:exec(lines[n]) then
-        local shown = string.format("unexpected reply \"%s\"", printable((lines[n]:gsub("\r?\n$", ""))))
-        if check.echo then return nil, shown end
-        return nil, string.format("%s at step %d %s", shown, part.step, part.words)
+        return nil, string.format("unexpected reply \"%s\"%s", printable((lines[n]:gsub("\r?\n$", ""))), part.where)
       end
     end
     return nil, "unexpected reply at " .. op.what
   end
 
   local function read_bytes(op)
-    local stage = string.format("%d bytes at %s", op.count, op.what)
-    on_stage(stage)
-    local bytes = {}
-    for _ = 1, op.count do
-      local byte, err = read_byte(stage)
-      if byte == nil then return nil, err end
-      bytes[#bytes + 1] = byte
-    end
-    local dump = hexdump(table.concat(bytes))
+    local got, err = read(string.format("%d bytes at %s", op.count, op.what), op.count)
+    if got == nil then return nil, err end
+    local dump = got:gsub(".", function(c) return string.format("%02X", c:byte()) end)
     if op.matcher:exec(dump) then return true end
     return nil, string.format("unexpected reply \"%s\" at %s", dump:lower(), op.what)
   end
@@ -316,9 +286,7 @@ local function probe(check, target, report_stage)
     pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
     sock:close()
   end
-  if not ran then
-    verdict, reason = false, "probe error at " .. current .. ": " .. tostring(verdict)
-  end
+  if not ran then verdict, reason = false, "probe error at " .. (st.stage or "start") .. ": " .. tostring(verdict) end
   local finished = mono_ms()
   return { ok = verdict, reason = reason, ms = finished - started, finished = finished }
 end
@@ -385,7 +353,7 @@ local function worker_step(st)
   wait_for_demand(st)
   st.seq = st.seq + 1
   st.probing_since = mono_ms()
-  finish_probe(st, probe(st.check, st.target, function(stage) st.stage = stage end))
+  finish_probe(st, probe(st))
 end
 
 -- Asks for a probe of st's target that no earlier request shares, unless
@@ -431,8 +399,8 @@ end
 
 for c, check in ipairs(config.checks) do
   check.index = c
-  check.ops = load_ops(check.ops)
   check.echo = check.preset == "echo" and check.steps == nil
+  check.ops = load_ops(check.ops, check.echo)
   check.answered = { OK = 0, KO = 0 }
   check.round = 0   -- probes finished (see verdict)
   check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
