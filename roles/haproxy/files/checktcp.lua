@@ -1,30 +1,19 @@
--- checktcp: an HAProxy Lua service answering "is this TCP echo server really
--- working?" with 200 OK or 503 KO, for one or many named checks.
+-- checktcp: an HAProxy Lua service answering "is this TCP service really
+-- working?" with 200 OK or 503 KO, for one or many named checks
+-- (docs/architecture.md). Static code: the checks come from the data file the
+-- role renders and loads just before this one (the global checktcp_config).
 --
--- Static code. The checks come from the data file the role renders and loads
--- just before this one; it sets the global `checktcp_config`.
---
--- * Each target has one worker task, registered at load time (HAProxy 2.6
---   never frees a task registered later). A worker runs one probe at a time,
---   so open probe sockets never outnumber the targets.
--- * A probe keeps its own deadline: it reads byte by byte with the time left
---   as socket timeout, because on HAProxy 3.x that timeout only bounds
---   inactivity and a peer trickling bytes would stretch a line read.
--- * live mode: a request asks each target's worker for a probe, or shares the
---   one in flight, and waits with its own deadline until the policy is decided.
--- * cached mode: HAProxy's own health checks probe (haproxy.cfg renders the
---   same conversation as tcp-check rules) and haproxy.cfg answers from their
---   state; a task per check tells haproxy.cfg once every target has been
---   checked, and the pages rendered from that state are published for
---   haproxy.cfg to answer with while they are fresh.
+-- * live mode: one worker task per target (registered at load: HAProxy 2.6
+--   never frees a task registered later) runs the probes requests ask for.
+-- * cached mode: HAProxy's health checks probe and haproxy.cfg answers; Lua
+--   renders pages from their state and tells haproxy.cfg when it is complete.
 
 -- luacheck: globals checktcp_config
 local config = checktcp_config
 checktcp_config = nil
 
 -- Limits and slack, in bytes and milliseconds.
--- A longer received line is KO (conversation.py's MAX_LINE_BYTES, through the data file).
-local MAX_LINE_BYTES = config.max_line_bytes
+local MAX_LINE_BYTES = config.max_line_bytes  -- a longer line is KO (conversation.py)
 local REQUEST_SLACK_MS = 50       -- a request waits for its verdict this long past the timeout
 local WAIT_SPIN_MS = 2            -- a waiting request first yields without sleeping,
 local WAIT_BACKOFF_MAX_MS = 16    -- then sleeps 1, 2, 4... ms, up to this
@@ -34,21 +23,16 @@ local WORKER_IDLE_POLL_MS = 50    -- then polls every 1, 2, 4... ms, up to this
 local ERROR_PAUSE_MS = 1000       -- a task that raised an error starts again after this
 local LOG_EVERY_MS = 1000         -- an unchanged KO reason is logged at most this often per target
 local WATCH_MAX_MS = 250          -- a cached check's state is read at least this often
--- A cached check's state read is reused by requests this long, and so is its
--- page, which haproxy.cfg answers with until then (see publish).
-local ENGINE_REUSE_MS = config.page_reuse_ms
+local ENGINE_REUSE_MS = config.page_reuse_ms  -- a cached check's state read, and its page, serve this long
 local REFRESH_MIN_S, REFRESH_MAX_S = 2, 3600
 local PRINTABLE_MAX_BYTES = 64
--- The relay gives up on a connect 20 ms before the probe's deadline (haproxy.cfg);
--- a connect failure this close to the deadline is a connect timeout.
-local CONNECT_TIMEOUT_SLACK_MS = 40
+local CONNECT_TIMEOUT_SLACK_MS = 40  -- a connect failing this near the deadline timed out (relay: 20 ms)
 local REARM_SLACK_MS = 5          -- a read may end this much past the deadline,
 local MIN_SOCKET_TIMEOUT_MS = 10  -- or this much near it
 local SOCKET_ATTEMPTS = 3         -- new sockets a probe takes when HAProxy ends one (see connect)
 
--- What this HAProxy offers: a queue whose pop can wait (2.8+) lets workers
--- sleep until a request comes; Queue.alarm with core.wait (3.2+) lets
--- requests sleep until a worker is done. Elsewhere they poll, with back-off.
+-- Queue:pop_wait (2.8+) lets workers sleep until a request comes, Queue:alarm
+-- with core.wait (3.2+) lets requests sleep until a probe ends; else they poll.
 local HAS_QUEUE = core.queue ~= nil
 local HAS_ALARM = HAS_QUEUE and core.wait ~= nil and core.queue().alarm ~= nil
 local START_LATENCY_MS = HAS_QUEUE and 0 or WORKER_IDLE_POLL_MS
@@ -60,10 +44,8 @@ local function mono_ms()
   return t.sec * 1000 + t.usec // 1000
 end
 
--- core.now() runs from HAProxy's start date, monotonic: it does not follow
--- the wall clock when it steps (NTP, an operator). Times are kept on it, and
--- a page dates them by the wall clock's offset from it when it is rendered
--- (HAProxy's own date, to the ms).
+-- Times are kept on core.now(), which does not step with the wall clock; a
+-- page dates them by the wall clock's offset when it is rendered.
 local function wall_offset_ms(applet)
   return applet.f:date(0, "ms") - mono_ms()
 end
@@ -74,8 +56,8 @@ end
 
 ---------------------------------------------------------------- utilities
 
--- Runs step() in a task until it returns true; an error is logged and the
--- step starts again after a pause, so one error never ends a probe loop.
+-- Runs step() until it returns true; an error is logged, and after a pause
+-- the step starts again: one error never ends a task.
 local function repeat_step(what, step, on_error)
   while true do
     local ok, done = pcall(step)
@@ -88,9 +70,8 @@ local function repeat_step(what, step, on_error)
   end
 end
 
--- A poll where HAProxy cannot wake a task: each call yields without sleeping
--- for the first spin_ms, then sleeps 1, 2, 4... ms, up to max_ms (and limit_ms).
--- A caller that has just read the clock passes it as now.
+-- A poll where HAProxy cannot wake a task: yields for spin_ms, then sleeps
+-- 1, 2, 4... ms, up to max_ms (and limit_ms).
 local function poller(spin_ms, max_ms)
   local spin_until, pause = mono_ms() + spin_ms, 1
   return function(limit_ms, now)
@@ -103,26 +84,19 @@ local function poller(spin_ms, max_ms)
   end
 end
 
--- At most PRINTABLE_MAX_BYTES of a reply, safe for logs and pages: bytes
--- outside printable ASCII become \xNN, and \ and " are escaped.
+-- The start of a reply, safe for logs and pages: \ and " escaped, then bytes
+-- outside printable ASCII as \xNN.
 local function printable(s)
-  return (s:sub(1, PRINTABLE_MAX_BYTES):gsub(".", function(c)
-    local byte = c:byte()
-    if byte < 32 or byte > 126 then
-      return string.format("\\x%02x", byte)
-    elseif c == '"' or c == "\\" then
-      return "\\" .. c
-    end
+  return (s:sub(1, PRINTABLE_MAX_BYTES):gsub('["\\]', "\\%0"):gsub("[^ -~]", function(c)
+    return string.format("\\x%02x", c:byte())
   end))
 end
 
 -------------------------------------------------------------------- probe
 
--- The probe connects to the target's relay in haproxy.cfg, which connects to
--- the target without retrying. So the connect itself always succeeds, and a
--- refused, unreachable or timed-out connect shows as a close before any
--- byte: the relay's count of connection errors tells it from a target that
--- accepted and closed.
+-- A probe connects to its target's relay in haproxy.cfg, so a failed connect
+-- to the target shows as a close before any byte: the relay's count of
+-- connection errors tells it from a target that accepted and closed.
 local function relay_errors(relay)
   local proxy = core.backends[relay.proxy]
   local server = proxy and proxy.servers["target"]
@@ -167,25 +141,22 @@ local function probe(st)
     return string.format("timeout after %d ms waiting for %s", check.timeout_ms, stage)
   end
 
-  -- Keeps the socket timeout within REARM_SLACK_MS of the time left; nil
-  -- once none is left. On HAProxy 3.x the timeout restarts with each byte
-  -- read, so it is set again as the time left shrinks, not for every byte.
+  -- Keeps the socket timeout within REARM_SLACK_MS of the time left (nil
+  -- once none is): set as it shrinks, not for every byte.
   local armed_ms = nil
   local function arm()
     local left = deadline - mono_ms()
     if left <= 0 then return nil end
     if armed_ms == nil or armed_ms > left + REARM_SLACK_MS then
-      -- Never a timeout of a few ticks: HAProxy 3.0 may find it expired
-      -- before it runs the socket (a BUG_ON in sc_notify).
+      -- Never a few ticks: HAProxy 3.0 may find it expired first (BUG_ON in sc_notify).
       armed_ms = math.max(left, MIN_SOCKET_TIMEOUT_MS)
       sock:settimeout(armed_ms / 1000)
     end
     return left
   end
 
-  -- HAProxy 2.6 starts a socket's stream at core.tcp() and ends it, with no
-  -- address yet, when Lua is paused before connect() (tune.lua.forced-yield):
-  -- settimeout or connect then fails, and a new socket is taken.
+  -- HAProxy 2.6 ends a socket's stream if Lua is paused before connect()
+  -- (tune.lua.forced-yield): settimeout or connect fails; take a new socket.
   local function connect()
     st.stage = "connect"
     local failed = "probe error: HAProxy ended each new socket before it connected"
@@ -202,8 +173,7 @@ local function probe(st)
     return nil, failed
   end
 
-  -- Why the connection closed before the first byte, if the relay's connect
-  -- failed: it gives up on a connect just before the deadline.
+  -- Why the connection closed before any byte, if the relay's connect failed.
   local function connect_failure()
     if received > 0 or relay_errors(target.relay) == errors_before then return nil end
     if mono_ms() >= deadline - CONNECT_TIMEOUT_SLACK_MS then return timeout("connect") end
@@ -211,7 +181,7 @@ local function probe(st)
       or "connection refused or unreachable"
   end
 
-  -- One byte, or nil and the reason: stage says what was awaited.
+  -- One byte, or nil and the reason (stage: what was awaited).
   local function read_byte(stage)
     if not arm() then return nil, timeout(stage) end
     local byte = sock:receive(1)
@@ -241,8 +211,7 @@ local function probe(st)
     return table.concat(bytes)
   end
 
-  -- count lines, each at most MAX_LINE_BYTES before its LF, then the op's
-  -- regex over them; a failing line is named by its step.
+  -- The op's lines, then its regex over them; a failing line is named by its step.
   local function read_lines(op)
     local lines = {}
     for n, part in ipairs(op.parts) do
@@ -280,8 +249,7 @@ local function probe(st)
   end
 
   local ran, verdict, reason = pcall(run)
-  -- On HAProxy 3.x a closed socket's stream lives on until its timeout: end
-  -- it soon, so the server's connection goes with the probe.
+  -- HAProxy 3.x keeps a closed socket's stream until its timeout: make it short.
   if sock then
     pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
     sock:close()
@@ -301,44 +269,24 @@ local function log_failure(st, reason, ms, at)
 end
 
 local function record(st, result)
-  st.result = result
-  st.probes = st.probes + 1
-  if result.ok then
-    if st.logged_reason ~= nil then
-      core.log(core.notice, string.format("checktcp: %s OK again (%d ms)", st.label, result.ms))
-    end
-    st.logged_reason = nil
-  else
+  st.result, st.probes = result, st.probes + 1
+  if not result.ok then
     st.failures = st.failures + 1
-    log_failure(st, result.reason, result.ms, result.finished)
+    return log_failure(st, result.reason, result.ms, result.finished)
   end
+  if st.logged_reason ~= nil then
+    core.log(core.notice, string.format("checktcp: %s OK again (%d ms)", st.label, result.ms))
+  end
+  st.logged_reason = nil
 end
 
--- Blocks the worker until a request wants a probe it has not started.
+-- Blocks the worker until a request wants a probe it has not started. On
+-- HAProxy 2.6, which cannot wake a task, it polls: not at once after a probe
+-- (the next request is often there), then every WORKER_IDLE_POLL_MS at most.
 local function wait_for_demand(st)
-  if st.demand then
-    while st.wanted <= st.seq do
-      st.demand:pop_wait()
-    end
-    while st.demand:pop() do end
-    return
-  end
-  -- HAProxy 2.6 cannot wake a task: poll. A worker does not sleep right after a
-  -- probe (the next request is often already there), then backs off to
-  -- WORKER_IDLE_POLL_MS: a request to an idle check waits up to that long for
-  -- its probe to start, and an idle worker wakes 20 times a second.
-  local pause = poller(WORKER_SPIN_MS, WORKER_IDLE_POLL_MS)
+  local pause = st.demand and function() st.demand:pop_wait() end or poller(WORKER_SPIN_MS, WORKER_IDLE_POLL_MS)
   while st.wanted <= st.seq do pause() end
-end
-
--- Wakes the requests waiting on st's check (3.2+): a push wakes every task
--- that armed the queue's alarm; nobody needs the item itself.
-local function wake_waiters(st)
-  local done = st.check.done
-  if done then
-    done:push(true)
-    done:pop()
-  end
+  while st.demand and st.demand:pop() do end
 end
 
 local function finish_probe(st, result)
@@ -346,7 +294,11 @@ local function finish_probe(st, result)
   record(st, result)
   st.check.round = st.check.round + 1
   st.probing_since, st.stage = nil, nil
-  wake_waiters(st)
+  local done = st.check.done
+  if done then  -- wakes the requests waiting (3.2+): a push wakes every alarm
+    done:push(true)
+    done:pop()
+  end
 end
 
 local function worker_step(st)
@@ -356,18 +308,12 @@ local function worker_step(st)
   finish_probe(st, probe(st))
 end
 
--- Asks for a probe of st's target that no earlier request shares, unless
--- one is in flight (then it is shared) or, with spacing_ms, one ended less
--- than spacing_ms ago (then its result is reused: the probe rate of a target
--- never follows the request rate). Returns the probe number to await.
+-- The number of the probe of st's target a request arriving at now awaits:
+-- the one in flight, or one that ended under spacing_ms ago, else a new one.
 local function demand_probe(st, now, spacing_ms)
-  if st.probing_since ~= nil then
-    return st.seq
-  end
+  if st.probing_since ~= nil then return st.seq end
   local last = st.result
-  if spacing_ms and last ~= nil and now - last.finished < spacing_ms then
-    return last.seq
-  end
+  if spacing_ms and last ~= nil and now - last.finished < spacing_ms then return last.seq end
   local seq = st.seq + 1
   if st.wanted < seq then
     st.wanted = seq
@@ -387,14 +333,12 @@ local function new_target(check, check_index, target, index)
     -- A Unix socket in HAProxy's chroot, where the workers connect from.
     socket = string.format("unix@/%s-%d-%d.sock", config.relay_socket, check_index, index),
   }
-  local st = {
+  return {
     check = check, target = target, label = config.catch_all and target.name or (check.name .. "/" .. target.name),
-    seq = 0, wanted = 0, result = nil,
-    probing_since = nil, stage = nil,
+    seq = 0, wanted = 0, result = nil, probing_since = nil, stage = nil,
     demand = HAS_QUEUE and core.queue() or nil,
     logged_reason = nil, logged_at = 0, probes = 0, failures = 0,
   }
-  return st
 end
 
 for c, check in ipairs(config.checks) do
@@ -403,20 +347,17 @@ for c, check in ipairs(config.checks) do
   check.ops = load_ops(check.ops, check.echo)
   check.answered = { OK = 0, KO = 0 }
   check.round = 0   -- probes finished (see verdict)
-  check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (wake_waiters)
+  check.done = HAS_ALARM and core.queue() or nil  -- its requests wait on this (finish_probe)
   check.engine_backend = config.engine_backend .. "_" .. check.name  -- cached checks (haproxy.cfg)
   check.answer_backend = config.answer_backend .. "_" .. check.name
   check.states, check.pages, check.rendering = {}, {}, {}  -- check_page's, by form
-  for i, target in ipairs(check.targets) do
-    check.states[i] = new_target(check, c, target, i)
-  end
+  for i, target in ipairs(check.targets) do check.states[i] = new_target(check, c, target, i) end
   checks[#checks + 1] = check
   by_path[check.path] = check
 end
 
--- Whether a request can stop waiting for the probes wanted: when all of
--- them are done, or (unless all is true) once enough are OK for the policy.
--- A failing policy waits for every probe, so a KO page shows every target.
+-- Whether the probes wanted are all done, or (unless all) enough are OK for
+-- the policy: a failing policy waits for every probe, so its page shows them.
 local function decided(check, wanted, all)
   local up, pending = 0, 0
   for i, st in ipairs(check.states) do
@@ -430,26 +371,20 @@ local function decided(check, wanted, all)
   return pending == 0 or (not all and up >= check.required)
 end
 
--- Waits until decided or the deadline; a worker wakes the request (3.2+),
--- else the request polls with back-off.
+-- Waits until decided or the deadline: woken by a worker (3.2+), else polling.
 local function await(check, wanted, deadline, all)
   local pause = poller(WAIT_SPIN_MS, WAIT_BACKOFF_MAX_MS)
   while not decided(check, wanted, true) do
     local now = mono_ms()
     if not all and decided(check, wanted, false) then
-      -- The policy is met: the other probes get a short grace, so a page
-      -- usually shows them all, but a hung target delays nobody.
-      deadline = math.min(deadline, now + DECIDED_GRACE_MS)
-      all = true
+      -- The policy is met: a short grace for the others, so a hung one delays nobody.
+      deadline, all = math.min(deadline, now + DECIDED_GRACE_MS), true
     end
     if now >= deadline then break end
     if check.done then
-      -- HAProxy may pause Lua between the look above and the alarm, and a
-      -- probe may end meanwhile: look again once the alarm is armed.
+      -- A probe may end between the look above and the alarm: look again.
       check.done:alarm()
-      if not decided(check, wanted, true) then
-        core.wait(deadline - now)
-      end
+      if not decided(check, wanted, true) then core.wait(deadline - now) end
     else
       pause(deadline - now, now)
     end
@@ -464,21 +399,15 @@ local function covers(v, wanted)
   return true
 end
 
--- The verdict of check from the probes wanted: { ok, up, rows, at, checked,
--- done }. It is as old as its oldest probe (at) and dated by its newest
--- (checked); done when every probe wanted is. Until another probe of the
--- check ends (check.round), every done verdict
--- is the same table, so its page is rendered once. HAProxy may pause Lua
--- between any two statements (tune.lua.forced-yield) and a probe may end
--- meanwhile: the round is read before the rows, and a shared verdict is
--- reused only when each row's probe is one this request waits for or newer.
+-- The verdict of check from the probes wanted: { ok, up, rows, at (its
+-- oldest probe), checked (its newest), done }. Until another probe of the
+-- check ends (check.round), a done verdict is shared, so its page is rendered
+-- once. A probe may end while HAProxy pauses the Lua: the round is read
+-- first, and a shared verdict must hold the probes wanted or newer ones.
 local function verdict(check, wanted, now)
   local round = check.round
-  local done = decided(check, wanted, true)
-  local shared = check.shared
-  if done and shared ~= nil and check.shared_round == round and covers(shared, wanted) then
-    return shared
-  end
+  local done, shared = decided(check, wanted, true), check.shared
+  if done and shared ~= nil and check.shared_round == round and covers(shared, wanted) then return shared end
   local rows, up, oldest, newest = {}, 0, now, nil
   for i, st in ipairs(check.states) do
     local r = st.result
@@ -502,18 +431,14 @@ local function verdict(check, wanted, now)
     rows[i] = row
   end
   local v = { ok = up >= check.required, up = up, rows = rows, at = oldest, checked = newest or now, done = done }
-  if done then
-    check.shared, check.shared_round = v, round
-  end
+  if done then check.shared, check.shared_round = v, round end
   return v
 end
 
 -- The probes a live check's request arriving at arrival waits for (demand_probe).
 local function demand(check, arrival)
   local wanted = {}
-  for i, st in ipairs(check.states) do
-    wanted[i] = demand_probe(st, arrival, check.min_probe_interval_ms)
-  end
+  for i, st in ipairs(check.states) do wanted[i] = demand_probe(st, arrival, check.min_probe_interval_ms) end
   return wanted
 end
 
@@ -523,23 +448,19 @@ local function settle(check, wanted, arrival)
   return verdict(check, wanted, mono_ms())
 end
 
--- Whether a read or a render is under way: its token (set when it starts,
--- cleared when it ends) is under ENGINE_REUSE_MS old. An older one was left
--- by a request that ended while HAProxy had paused it, or is slow: nobody
--- waits for it.
+-- Whether a read or a render is under way: its token is set when it starts,
+-- cleared when it ends, and waited for while under ENGINE_REUSE_MS old (an
+-- older one's request may have ended while HAProxy paused it).
 local function busy(token)
   return token ~= nil and mono_ms() - token.at < ENGINE_REUSE_MS
 end
 
--- A cached check's server as HAProxy's health checks left it (its
--- get_stats()): its last check's status ("* " marks one in progress; INI, none
--- done yet), whether it is up, whether that is unsettled, and whether the
--- last check passed. The thread that ran a check writes its status, then the
--- server's health, then its state, and get_stats() takes no lock: a read
--- between them sees a failed check on a server at full health ("UP") or with
--- none left but not marked down ("UP 0/N", or "UP -1/N" with rise 2: nbsrv
--- still counts it), or a passed check on a server at none ("DOWN"). Such a
--- server is not up, and not seen yet.
+-- A cached check's server from its get_stats(): its last check's status
+-- (INI: none yet), whether it is up, unsettled, and whether the check passed.
+-- HAProxy writes a check's status, then the server's health, then its state,
+-- and get_stats() takes no lock: a read in between sees a failed check on a
+-- server "UP" or "UP 0/N" ("UP -1/N" with rise 2), or a passed one on a
+-- server "DOWN". Such a server is unsettled: not up, and not seen yet.
 local function server_state(stats)
   local status = tostring(stats.check_status or ""):gsub("^%* ", "")
   local health, passed = tostring(stats.status), status:find("OKC?$") ~= nil
@@ -548,13 +469,10 @@ local function server_state(stats)
   return status, health:find("^UP") ~= nil and not unsettled, unsettled, passed
 end
 
--- A cached check's verdict, from the state of HAProxy's health checks of its
--- targets (Server:get_stats()), as verdict() builds it, plus seen (every
--- target checked once, and its state applied). Reading 200 servers' stats and
--- rendering their page takes milliseconds: once seen, a read is reused for
--- ENGINE_REUSE_MS, so that the cost of the pages never follows the request
--- rate (and a page is rendered once per read). A request arriving during a
--- read (HAProxy may pause the Lua in one) waits for it and takes it.
+-- A cached check's verdict from its servers' state, as verdict() builds it,
+-- plus seen (every target checked, and settled). Once seen, a read serves
+-- for ENGINE_REUSE_MS, so the cost of reads and pages never follows the
+-- request rate; a request arriving during a read waits for it.
 local function engine_verdict(check)
   local arrival = mono_ms()
   while busy(check.reading) do core.yield() end
@@ -569,16 +487,14 @@ local function engine_verdict(check)
   for i, st in ipairs(check.states) do
     local stats = servers[st.target.server]:get_stats()
     local status, up_now, unsettled, passed = server_state(stats)
-    local row = { name = st.target.name, address = st.target.address, ms = tonumber(stats.check_duration) or 0,
-                  checked = now, ok = up_now }
+    local row = { name = st.target.name, ms = tonumber(stats.check_duration) or 0, checked = now, ok = up_now }
     if unsettled then seen = false end
     if status == "" or status == "INI" then
       seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
     elseif row.ok and passed then
       row.reason = "reply matched"
     else
-      -- HAProxy blanks last_chk while a check runs: keep the last one said,
-      -- else (no page since that check) its status's description.
+      -- HAProxy blanks last_chk while a check runs: keep the last one said.
       local detail = tostring(stats.last_chk or "")
       if detail ~= "" then st.engine_status, st.engine_detail = status, detail
       elseif st.engine_status == status then detail = st.engine_detail
@@ -595,9 +511,7 @@ local function engine_verdict(check)
 end
 
 local function check_verdict(check, arrival)
-  if check.mode == "cached" then
-    return engine_verdict(check)
-  end
+  if check.mode == "cached" then return engine_verdict(check) end
   return settle(check, demand(check, arrival), arrival)
 end
 
@@ -608,9 +522,7 @@ local function html_escape(s)
 end
 
 local function json_string(s)
-  return '"' .. tostring(s):gsub('[%c"\\]', function(c)
-    return string.format("\\u%04x", c:byte())
-  end) .. '"'
+  return '"' .. tostring(s):gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
 end
 
 -- checktcp.css, via the data file. No line break: haproxy.cfg answers with a
@@ -618,17 +530,13 @@ end
 local STYLE = config.style:gsub("/%*.-%*/", ""):gsub("%s*\n%s*", "")
 
 local function page(word, title, refresh, content)
-  local head = {
+  return table.concat({
     '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
-  }
-  if refresh then
-    head[#head + 1] = string.format('<meta http-equiv="refresh" content="%d">', refresh)
-  end
-  head[#head + 1] = "<title>" .. word .. " - " .. html_escape(title) .. "</title>"
-  head[#head + 1] = "<style>" .. STYLE .. "</style></head>"
-  head[#head + 1] = '<body class="' .. word:lower() .. '"><main>'
-  return table.concat(head) .. content .. "</main></body></html>"
+    refresh and string.format('<meta http-equiv="refresh" content="%d">', refresh) or "",
+    "<title>", word, " - ", html_escape(title), "</title><style>", STYLE, "</style></head>",
+    '<body class="', word:lower(), '"><main>', content, "</main></body></html>",
+  })
 end
 
 -- Counts only, without details: a hidden page never lists or names targets.
@@ -639,12 +547,7 @@ local function summary(check, v, details)
     v.up, #v.rows, check.required, mode)
 end
 
-local function row_verdict(row)
-  if row.pending then return "pending", "v-pending" end
-  return row.ok and "OK" or "KO", row.ok and "v-ok" or "v-ko"
-end
-
--- What the page's header says: a failing policy with some targets up says so.
+-- The page's header: a failing policy with some targets up says so.
 local function headline(check, v)
   local service = check.echo and "The echo service" or "The service"
   if v.ok then return service .. " answers." end
@@ -664,7 +567,7 @@ local function render_check_html(check, v, details, refresh, offset)
   local word = v.ok and "OK" or "KO"
   local title = config.catch_all and "checktcp" or check.name
   local now, checked = mono_ms(), utc(v.checked + offset)
-  -- A cached check's times are those of its read of HAProxy's state, not of a check.
+  -- A cached check's times are those of its read of HAProxy's state.
   local when = check.mode == "cached" and "state read" or "checked"
   local out = {
     "<header><h1>", word, "</h1><p>", headline(check, v), "</p></header>",
@@ -675,10 +578,10 @@ local function render_check_html(check, v, details, refresh, offset)
     out[#out + 1] = '<div class="scroll"><table><tr><th>target</th><th>address</th><th>verdict</th>'
       .. "<th>probe ms</th><th>" .. when .. " (UTC)</th><th>reason</th></tr>"
     for i, row in ipairs(v.rows) do
-      local text, class = row_verdict(row)
+      local text = row.pending and "pending" or row.ok and "OK" or "KO"
       out[#out + 1] = string.format(
         '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>',
-        html_escape(row.name), html_escape(check.targets[i].address), class, text, row.ms,
+        html_escape(row.name), html_escape(check.targets[i].address), "v-" .. text:lower(), text, row.ms,
         row.checked and stamp(row.checked, now, offset) or "-", html_escape(row.reason))
     end
     out[#out + 1] = "</table></div>"
@@ -741,9 +644,8 @@ end
 
 ------------------------------------------------------------- cached mode
 
--- Reads a cached check's state every WATCH_MAX_MS (or its interval, if
--- shorter) until every target has been checked, then tells haproxy.cfg
--- (map key "<name>"), which answers from the checks from then on.
+-- Reads a cached check's state until every target has been checked, then
+-- tells haproxy.cfg (map key "<name>"), which answers from then on.
 local function watch(check)
   while not engine_verdict(check).seen do
     core.msleep(math.min(check.interval_ms, WATCH_MAX_MS))
@@ -778,21 +680,15 @@ local function respond(applet, status, reason, ctype, body, headers)
   applet:add_header("content-type", ctype)
   applet:add_header("content-length", tostring(#body))
   applet:add_header("cache-control", "no-store")
-  for name, value in pairs(headers or {}) do
-    applet:add_header(name, value)
-  end
+  for name, value in pairs(headers or {}) do applet:add_header(name, value) end
   applet:start_response()
-  if applet.method ~= "HEAD" then
-    applet:send(body)
-  end
+  if applet.method ~= "HEAD" then applet:send(body) end
 end
 
--- Whether the client asks for a form, as haproxy.cfg chooses it: query ("format=json") in the
--- query string, or any Accept header (as req.hdr(accept) reads them, indexed from 0) naming media_type.
+-- Whether the client asks for a form, as haproxy.cfg tells: query in the
+-- query string, or any Accept header naming media_type.
 local function wants(applet, query, media_type)
-  if applet.qs and applet.qs:find(query, 1, true) then
-    return true
-  end
+  if applet.qs and applet.qs:find(query, 1, true) then return true end
   for _, value in pairs(applet.headers["accept"] or {}) do
     if value:find(media_type, 1, true) then return true end
   end
@@ -802,28 +698,23 @@ end
 -- ?refresh=N, bounded; nil when absent or not a number.
 local function refresh_seconds(applet)
   local value = applet.qs and tonumber(applet.qs:match("refresh=(%d+)"))
-  if value == nil then return nil end
-  return math.max(REFRESH_MIN_S, math.min(REFRESH_MAX_S, value))
+  return value and math.max(REFRESH_MIN_S, math.min(REFRESH_MAX_S, value))
 end
 
--- Details for this client: only where the check shows them, and where
--- haproxy.cfg did not set txn.checktcp_details to 0 (a client outside
--- haproxy_status_details_allow).
+-- Details: where the check shows them, unless haproxy.cfg set
+-- txn.checktcp_details to 0 (outside haproxy_status_details_allow).
 local function shows_details(applet, check)
   local allowed = applet:get_var("txn.checktcp_details")
   return check.details and (allowed == nil or tonumber(allowed) == 1)
 end
 
--- A cached check's page, once every target was checked, goes to the
--- variable haproxy.cfg answers that form from (its page_var rules) while the
--- state it shows is under ENGINE_REUSE_MS old: most page requests run no Lua.
--- The page first, then its time (wall clock, ms), as haproxy.cfg reads them
--- in the other order. A page with ?refresh=N, too large for one buffer, or
--- holding a byte the log-format string that answers it would encode (a
--- control character), is always this service's.
+-- A cached check's page, once seen, goes to the variable haproxy.cfg answers
+-- its form with while the state is under ENGINE_REUSE_MS old (page_var rules):
+-- the page first, then its time, which haproxy.cfg reads first. Not a page
+-- too large for one buffer or holding a control character (the log-format
+-- string would encode it).
 local function publish(applet, check, v, json, details, body, offset)
-  if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes
-      or body:find("[\0-\8\10-\31\127]") then
+  if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes or body:find("[\0-\8\10-\31\127]") then
     return
   end
   local name = string.format("proc.%s_%d_%s%d", config.page_var, check.index, json and "json" or "html",
@@ -832,10 +723,9 @@ local function publish(applet, check, v, json, details, body, offset)
   applet:set_var(name .. "_at", v.at + offset)
 end
 
--- The page of a verdict in a form, rendered once for all the requests that
--- share it (the last one of each form is kept per check), and the verdict
--- it shows. A request for a cached check's form that arrives during its
--- render waits for it, and takes it if it shows the same read or a newer one.
+-- The page of a verdict in a form, and the verdict it shows: rendered once
+-- for the requests sharing it. A request for a cached check's form arriving
+-- during its render waits, and takes it if it shows that read or a newer one.
 local function check_page(applet, check, v, json, details, refresh)
   local form = (json and "json" or "html") .. (details and 1 or 0) .. (refresh and "r" or "")
   local cached = check.mode == "cached"
@@ -855,8 +745,7 @@ local function check_page(applet, check, v, json, details, refresh)
   return body, v
 end
 
--- A page (HTML, or JSON) or the terse text for load balancers, with the
--- status of the verdict it shows.
+-- A page (HTML, JSON) or the terse text, with its verdict's status.
 local function serve_check(applet, check, arrival)
   local v, body = check_verdict(check, arrival), nil
   local json = wants(applet, "format=json", "application/json")
@@ -866,8 +755,7 @@ local function serve_check(applet, check, arrival)
     body, v = check_page(applet, check, v, json, shows_details(applet, check), refresh)
   end
   local word = v.ok and "OK" or "KO"
-  -- A cached check's answers are counted by its backend in haproxy.cfg; a
-  -- live verdict is as old as its oldest probe (a cached one's age is not known).
+  -- haproxy.cfg counts a cached check's answers; only a live verdict's age is known.
   local headers = nil
   if check.mode == "live" then
     check.answered[word] = check.answered[word] + 1
@@ -888,13 +776,10 @@ local function serve_overview(applet, arrival)
     verdicts[i] = { check = check, verdict = v }
     ok = ok and v.ok
   end
-  local word = ok and "OK" or "KO"
-  if wants(applet, "format=json", "application/json") then
-    respond(applet, ok and 200 or 503, word, "application/json", render_overview_json(verdicts, ok))
-  else
-    respond(applet, ok and 200 or 503, word, "text/html; charset=utf-8",
-      render_overview_html(verdicts, ok, refresh_seconds(applet), wall_offset_ms(applet)))
-  end
+  local json = wants(applet, "format=json", "application/json")
+  respond(applet, ok and 200 or 503, ok and "OK" or "KO", json and "application/json" or "text/html; charset=utf-8",
+    json and render_overview_json(verdicts, ok)
+      or render_overview_html(verdicts, ok, refresh_seconds(applet), wall_offset_ms(applet)))
 end
 
 core.register_service("checktcp", "http", function(applet)
@@ -920,8 +805,7 @@ local function label(s)
   return (tostring(s):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
--- A target's samples, by metric: a live target's from its probes, a cached
--- one's from its health check's stats (none where a mode has no such figure).
+-- A target's samples, by metric: from its probes (live) or health check (cached).
 local function samples(st, now)
   local r = st.result
   if st.check.mode == "live" then
@@ -944,8 +828,7 @@ local TARGET_METRICS = {  -- name, type, help
   { "checktcp_verdict_age_seconds", "gauge", "Age of the target's last verdict (live mode)." },
 }
 
--- A cached check's answers come from its own backend in haproxy.cfg, whose
--- HTTP response counters count them (2xx: OK, 5xx: KO); a live check's, Lua's.
+-- A cached check's answers are its backend's (2xx: OK, 5xx: KO) in haproxy.cfg.
 local function answers(check, word)
   if check.mode == "live" then return check.answered[word] end
   return tonumber(core.backends[check.answer_backend]:get_stats()[word == "OK" and "hrsp_2xx" or "hrsp_5xx"]) or 0
@@ -970,7 +853,7 @@ core.register_service("checktcp_metrics", "http", function(applet)
     end
   end
   out[#out + 1] = "# HELP checktcp_requests_total Status requests answered, by check and verdict.\n"
-  out[#out + 1] = "# TYPE checktcp_requests_total counter\n"
+    .. "# TYPE checktcp_requests_total counter\n"
   for _, check in ipairs(checks) do
     for _, word in ipairs({ "OK", "KO" }) do
       out[#out + 1] = string.format('checktcp_requests_total{check="%s",verdict="%s"} %d\n',
