@@ -359,6 +359,26 @@ def point(results, key, url, conns, seconds, tag, native=None, probes=None):
     return res
 
 
+def group(results, version, native_key, native_url, points, args, probes=None):
+    """args.rounds rounds of a native point, then each of points [(key, url)]
+    with its ratio over that round's native point (all at native_key's
+    connection count). results keeps, per key, the round of the median ratio
+    (native: of the median req/s) and every round's ratio in "ratios": one
+    round's ratio moves with the machine's load by more than a goal's margin."""
+    conns, rounds = native_key[1], []
+    for _ in range(args.rounds):
+        r = {}
+        native = point(r, native_key, native_url, conns, args.seconds, f"{version}-native")
+        for key, url in points:
+            point(r, key, url, conns, args.seconds, f"{version}-{key[0]}", native, probes)
+        rounds.append(r)
+    for key in rounds[0]:
+        runs = sorted((r[key] for r in rounds), key=lambda p: p.get("ratio", p["rps"]))
+        results[key] = dict(runs[len(runs) // 2])
+        if "ratio" in runs[0]:
+            results[key]["ratios"] = [p["ratio"] for p in runs]
+
+
 def measure(version, ip, host, args):
     base = f"http://{ip}:{STATUS_PORT}"
     native_url = f"http://{ip}:{NATIVE_PORT}/"
@@ -374,22 +394,19 @@ def measure(version, ip, host, args):
         wrk(base + path, 50, 1, f"{version}-warmup")
     sec = args.seconds
     if "throughput" in args.parts:
-        # Each status point follows a native one at the same connection count.
+        # Each round of status points follows a native one at the same connection count.
         for conns in (1, 50, 500):
-            log(f"HAProxy {version}: {conns} connection(s): native, cached (text, HTML), static"
-                f"{', live' if conns < 500 else ''}")
-            native = point(res, ("native", conns), native_url, conns, sec, f"{version}-native")
-            point(res, ("cached-text", conns), base + "/cached?format=text", conns, sec,
-                  f"{version}-cached-text", native)
-            point(res, ("cached", conns), base + "/cached", conns, sec, f"{version}-cached", native)
-            point(res, ("static", conns), static + "/cached", conns, sec, f"{version}-static", native)
+            log(f"HAProxy {version}: {conns} connection(s), {args.rounds} round(s): native, cached (text, HTML), "
+                f"static{', live' if conns < 500 else ''}")
+            points = [(("cached-text", conns), base + "/cached?format=text"), (("cached", conns), base + "/cached"),
+                      (("static", conns), static + "/cached")]
             if conns < 500:
-                point(res, ("live", conns), base + "/live", conns, sec, f"{version}-live", native)
+                points.append((("live", conns), base + "/live"))
+            group(res, version, ("native", conns), native_url, points, args)
     if "many" in args.parts:
-        log(f"HAProxy {version}: 200 targets, cached, 50 connections")
-        native = point(res, ("native-many", 50), native_url, 50, sec, f"{version}-native")
-        point(res, ("many-text", 50), base + "/many?format=text", 50, sec, f"{version}-many-text", native)
-        point(res, ("many", 50), base + "/many", 50, sec, f"{version}-many", native)
+        log(f"HAProxy {version}: 200 targets, cached, 50 connections, {args.rounds} round(s)")
+        group(res, version, ("native-many", 50), native_url,
+              [(("many-text", 50), base + "/many?format=text"), (("many", 50), base + "/many")], args)
         res["many_page"] = len(page_bytes(ip, STATUS_PORT, "/many") or die("/many gave no 200 page"))
         note(f"/many: {res['many_page']} bytes")
     if "peers" in args.parts:
@@ -401,10 +418,10 @@ def measure(version, ip, host, args):
                  ("peer-native", f"http://{ip}:{PEER_NATIVE_PORT}/"),
                  ("peer-blackbox", f"http://{ip}:{BLACKBOX_PORT}{blackbox_path()}"))
         for conns in (1, 50):
-            log(f"HAProxy {version}: peers, {conns} connection(s): native, then each answer to the same question")
-            native = point(res, ("native-peers", conns), native_url, conns, sec, f"{version}-native")
-            for key, url in peers:
-                point(res, (key, conns), url, conns, sec, f"{version}-{key}", native, lambda: peer_probes(ip))
+            log(f"HAProxy {version}: peers, {conns} connection(s), {args.rounds} round(s): native, then each "
+                "answer to the same question")
+            group(res, version, ("native-peers", conns), native_url, [((key, conns), url) for key, url in peers],
+                  args, lambda: peer_probes(ip))
     if "silent" in args.parts:
         log(f"HAProxy {version}: silent target, live, 500 connections")
         pid = worker(host)
@@ -438,6 +455,15 @@ def fmt_ms(value):
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
+def fmt_ratio(p):
+    """A point's ×native: the median round's, then the range of the rounds."""
+    if "ratio" not in p:
+        return "—"
+    ratios = p.get("ratios", [])
+    spread = f" ({ratios[0]:.2f}–{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    return f"{p['ratio']:.2f}{spread}"
+
+
 def verdict(ok):
     return "yes" if ok else "**no**"
 
@@ -453,36 +479,36 @@ def goal_rows(version, r):
     rows = []
     if ("live", 50) in r:
         goal = GOAL_LIVE_50[version]
-        rows.append(("live ×native, 50 conns (goal: as before the rebuild)", f"{r[('live', 50)]['ratio']:.2f}",
+        rows.append(("live ×native, 50 conns (goal: as before the rebuild)", fmt_ratio(r[("live", 50)]),
                      f"≥ {goal}", r[("live", 50)]["ratio"] >= goal))
     if ("live", 1) in r:
         p50 = r[("live", 1)]["p50"]
         rows.append(("live p50 ms, 1 conn", fmt_ms(p50), f"≤ {GOAL_LIVE_P50_MS}", p50 <= GOAL_LIVE_P50_MS))
     for conns in (1, 50, 500):
         if ("cached-text", conns) in r:
-            ratio = r[("cached-text", conns)]["ratio"]
-            rows.append((f"cached text (`?format=text`) ×native, {conns} conns", f"{ratio:.2f}",
-                         f"≥ {GOAL_CACHED_TEXT}", ratio >= GOAL_CACHED_TEXT))
+            p = r[("cached-text", conns)]
+            rows.append((f"cached text (`?format=text`) ×native, {conns} conns", fmt_ratio(p),
+                         f"≥ {GOAL_CACHED_TEXT}", p["ratio"] >= GOAL_CACHED_TEXT))
         if ("cached", conns) in r:
-            ratio = r[("cached", conns)]["ratio"]
-            rows.append((f"cached HTML page ×native, {conns} conns", f"{ratio:.2f}", f"≥ {GOAL_CACHED_HTML}",
-                         ratio >= GOAL_CACHED_HTML))
+            p = r[("cached", conns)]
+            rows.append((f"cached HTML page ×native, {conns} conns", fmt_ratio(p), f"≥ {GOAL_CACHED_HTML}",
+                         p["ratio"] >= GOAL_CACHED_HTML))
         if ("static", conns) in r:
             rows.append((f"ceiling: the cached page as a static file ×native, {conns} conns",
-                         f"{r[('static', conns)]['ratio']:.2f}", "—", None))
+                         fmt_ratio(r[("static", conns)]), "—", None))
     if ("silent", 500) in r:
         s = r[("silent", 500)]
         rows.append(("silent target p99 ms, 500 conns", fmt_ms(s["p99"]), f"≤ {GOAL_SILENT_P99_MS}",
                      s["p99"] is not None and s["p99"] <= GOAL_SILENT_P99_MS))
         rows.append(("silent target, HAProxy worker CPU", f"{s['cpu']:.0f}% of a core", "—", None))
     if ("many-text", 50) in r:
-        ratio = r[("many-text", 50)]["ratio"]
-        rows.append(("200 targets cached text ×native, 50 conns", f"{ratio:.2f}", f"≥ {GOAL_MANY_TEXT}",
-                     ratio >= GOAL_MANY_TEXT))
+        p = r[("many-text", 50)]
+        rows.append(("200 targets cached text ×native, 50 conns", fmt_ratio(p), f"≥ {GOAL_MANY_TEXT}",
+                     p["ratio"] >= GOAL_MANY_TEXT))
     if ("many", 50) in r:
         rows.append((f"200 targets cached HTML page ×native, 50 conns (page {r['many_page'] // 1024} KiB, "
                      "rendered by the Lua service)",
-                     f"{r[('many', 50)]['ratio']:.2f}", "—", None))
+                     fmt_ratio(r[("many", 50)]), "—", None))
     if "memory" in r:
         m = r["memory"]
         mid = m[len(m) // 2]
@@ -532,7 +558,9 @@ def report(ctx):
     out.append(table(("HAProxy", "figure", "measured", "goal", "met"), rows))
     out += ["", "## Every point", "",
             "Each group of points opens with a native one (`http-request return`, no Lua) at the same "
-            "connection count; ×native is a point's req/s over that one. The silent check answers 503 by "
+            "connection count; ×native is a point's req/s over that one. Each group runs "
+            f"{ctx['rounds']} round(s): a row is the round of the median ×native (native: of the median req/s), "
+            "and the range of every round's ×native follows it. The silent check answers 503 by "
             "design; elsewhere non-2xx are false 503s.", ""]
     labels = {"native": "native", "cached-text": "cached, text", "cached": "cached, HTML",
               "static": "cached page as a static file", "live": "live (HTML)",
@@ -545,7 +573,7 @@ def report(ctx):
             if not isinstance(key, tuple) or key[0] in PEER_LABELS or key[0] == "native-peers":
                 continue
             rows.append((version, labels[key[0]], key[1], f"{p['rps']:.0f}",
-                         f"{p['ratio']:.2f}" if "ratio" in p else "—", fmt_ms(p["p50"]), fmt_ms(p["p99"]),
+                         fmt_ratio(p), fmt_ms(p["p50"]), fmt_ms(p["p99"]),
                          p["non2xx"], p["errors"]))
     out.append(table(("HAProxy", "endpoint", "conns", "req/s", "×native", "p50 ms", "p99 ms", "non-2xx",
                       "socket errors"), rows))
@@ -567,7 +595,7 @@ def report(ctx):
                     if key[0] == "peer-blackbox":
                         label += f" {r['blackbox']}"
                     rows.append((version, label, key[1], f"{p['rps']:.0f}",
-                                 f"{p['ratio']:.2f}" if "ratio" in p else "—", fmt_ms(p["p50"]), fmt_ms(p["p99"]),
+                                 fmt_ratio(p), fmt_ms(p["p50"]), fmt_ms(p["p99"]),
                                  p["non2xx"], f"{p['probes_per_s']:.1f}" if "probes_per_s" in p else "—"))
         out.append(table(("HAProxy", "answer", "conns", "req/s", "×native", "p50 ms", "p99 ms", "non-2xx",
                           "probes/s"), rows))
@@ -613,12 +641,16 @@ def main():
                         help="reuse running containers as they are deployed (no playbook run)")
     parser.add_argument("--idempotence", action="store_true", help="time a second, idempotent playbook run too")
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration of each point (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of each group of points, of which the median is kept (default 3)")
     parser.add_argument("--memory-requests", type=int, default=1_000_000,
                         help="live requests of the memory part (default 1000000)")
     parser.add_argument("--memory-seconds", type=int, default=150,
                         help="time limit of the memory part per version (default 150)")
     parser.add_argument("--down", action="store_true", help="remove the benchmark's containers and exit")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     versions = args.version or sorted(VERSIONS)
     args.parts = args.parts or list(PARTS)
     if args.down:
@@ -628,7 +660,8 @@ def main():
         return
     started = time.monotonic()
     cpu, mem = machine_facts()
-    ctx = {"argv": sys.argv[1:], "seconds": args.seconds, "deploy": [], "results": {}, "haproxy": {},
+    ctx = {"argv": sys.argv[1:], "seconds": args.seconds, "rounds": args.rounds, "deploy": [], "results": {},
+           "haproxy": {},
            "cores": os.cpu_count(), "cpu": cpu, "mem": mem, "load_start": load_average(),
            "others": other_containers(),
            "wrk": sh(["wrk", "--version"], check=False).stdout.split(" [")[0].strip() or "wrk"}
