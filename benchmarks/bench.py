@@ -17,6 +17,7 @@ Only HTTP answers and /proc figures are used: nothing of the Lua's internals.
 import argparse
 import datetime
 import http.client
+import math
 import os
 import platform
 import re
@@ -456,12 +457,14 @@ def fmt_ms(value):
 
 
 def fmt_ratio(p):
-    """A point's ×native: the median round's, then the range of the rounds."""
+    """A point's ×native: the median round's, then the range of the rounds;
+    cut (not rounded) to two decimals, so a ratio never reads as a goal it missed."""
     if "ratio" not in p:
         return "—"
     ratios = p.get("ratios", [])
-    spread = f" ({ratios[0]:.2f}–{ratios[-1]:.2f})" if len(ratios) > 1 else ""
-    return f"{p['ratio']:.2f}{spread}"
+    two = lambda ratio: f"{math.floor(ratio * 100 + 1e-9) / 100:.2f}"  # noqa: E731
+    spread = f" ({two(ratios[0])}–{two(ratios[-1])})" if len(ratios) > 1 else ""
+    return two(p["ratio"]) + spread
 
 
 def verdict(ok):
