@@ -367,7 +367,7 @@ def group(results, version, native_key, native_url, points, args, probes=None):
     (native: of the median req/s) and every round's ratio in "ratios": one
     round's ratio moves with the machine's load by more than a goal's margin."""
     conns, rounds = native_key[1], []
-    for _ in range(args.rounds):
+    for _round in range(args.rounds):
         r = {}
         native = point(r, native_key, native_url, conns, args.seconds, f"{version}-native")
         for key, url in points:
@@ -456,15 +456,18 @@ def fmt_ms(value):
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
+def cut(ratio):
+    """Two decimals, cut (not rounded), so a ratio never reads as a goal it missed."""
+    return f"{math.floor(ratio * 100 + 1e-9) / 100:.2f}"
+
+
 def fmt_ratio(p):
-    """A point's ×native: the median round's, then the range of the rounds;
-    cut (not rounded) to two decimals, so a ratio never reads as a goal it missed."""
+    """A point's ×native: the median round's, then the range of the rounds."""
     if "ratio" not in p:
         return "—"
     ratios = p.get("ratios", [])
-    two = lambda ratio: f"{math.floor(ratio * 100 + 1e-9) / 100:.2f}"  # noqa: E731
-    spread = f" ({two(ratios[0])}–{two(ratios[-1])})" if len(ratios) > 1 else ""
-    return two(p["ratio"]) + spread
+    spread = f" ({cut(ratios[0])}–{cut(ratios[-1])})" if len(ratios) > 1 else ""
+    return cut(p["ratio"]) + spread
 
 
 def verdict(ok):
