@@ -494,7 +494,7 @@ local function engine_verdict(check)
     elseif row.ok and passed then
       row.reason = "reply matched"
     else
-      -- HAProxy blanks last_chk while a check runs: keep the last one said.
+      -- HAProxy blanks last_chk while a check runs: the last one said, else its status's description.
       local detail = tostring(stats.last_chk or "")
       if detail ~= "" then st.engine_status, st.engine_detail = status, detail
       elseif st.engine_status == status then detail = st.engine_detail
