@@ -109,6 +109,11 @@ def test_a_silent_target_is_never_ok_before_its_first_check(make_service, fake_s
     returncode, output = service.render()
     assert returncode == 0, output
     service.start()
+    # Not checked yet (its check lasts SLOW_TIMEOUT_MS): no time of a check, and no
+    # last change, which HAProxy would count from its start.
+    document = json.loads(http_request(service.port, path="/", headers={"Accept": "application/json"}).body)
+    target, = document["targets"]
+    assert target.get("pending") and target["checked_at"] is None and "last_change_s" not in target, document
     seen = {}
     end = time.monotonic() + SLOW_TIMEOUT_MS / 1000 + 1.0
     first = None

@@ -40,6 +40,8 @@ FLOOD_S = 3.0
 # clock, taken when it is rendered: two renders of one read may differ by
 # this, each clock read to the ms.
 DATING_SLACK_MS = 2
+# How long after a target's change a test reads its page, to tell the change's time from the read's.
+CHANGE_AGE_S = 2
 OUTSIDER = "127.0.0.2"
 ALLOWED = "127.0.0.1"
 
@@ -101,7 +103,38 @@ def test_a_cached_page_dates_its_read_of_the_checks_not_a_check(bed):
     text = wait_page(bed, "/flip", 200).body.decode()
     assert "checked <time" not in text and "<th>checked (UTC)</th>" not in text, text
     assert "(cached mode: HAProxy checks every 0.1 s), state read <time datetime=" in text, text
-    assert "<th>state read (UTC)</th>" in text, text
+
+
+def test_a_cached_target_shows_its_last_change_of_state(bed):
+    """Each target's row gives the time of its last change (HAProxy's lastchg, in whole
+    seconds), not the time of the read, which the page already gives."""
+    bed.flip.behave("echo")
+    wait_page(bed, "/flip", 200)
+    before = time.time()
+    bed.flip.behave("refuse")
+    wait_page(bed, "/flip", 503, json_form=True, within_s=FOLLOW_BOUND_S)
+    seen = time.time()
+    # A read at least CHANGE_AGE_S after the change, so that the read's own time
+    # could not pass for the change.
+    end = time.monotonic() + CHANGE_AGE_S + 10
+    while True:
+        document = json.loads(page(bed, "/flip", json_form=True).body)
+        if utc(document["checked_at"]) >= seen + CHANGE_AGE_S:
+            break
+        assert time.monotonic() < end, document
+        time.sleep(0.1)
+    target, = document["targets"]
+    changed = utc(document["checked_at"]) - target["last_change_s"]
+    # lastchg counts whole seconds on HAProxy's clock: the change it dates lies within a second of the real one.
+    assert before - 1.0 <= changed <= seen + 1.0, (before, seen, document)
+    text = page(bed, "/flip").body.decode()
+    assert "<th>last change (UTC)</th>" in text and "<th>state read (UTC)</th>" not in text, text
+    cell = re.search(r'<td class="v-ko">KO</td><td class="n">\d+</td><td>(\d\d):(\d\d):(\d\d)Z \((\d+) s ago\)</td>', text)
+    assert cell is not None, text
+    assert int(cell.group(4)) >= CHANGE_AGE_S, text
+    shown = time.strftime("%H:%M:%S", time.gmtime(utc(re.search(r'<time datetime="([^"]+)"', text).group(1)) // 1
+                                                   - int(cell.group(4))))
+    assert ":".join(cell.group(1, 2, 3)) == shown, text
 
 
 def test_every_page_has_the_status_of_its_word_while_the_target_flips(bed):

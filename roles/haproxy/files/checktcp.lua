@@ -250,10 +250,7 @@ local function probe(st)
 
   local ran, verdict, reason = pcall(run)
   -- HAProxy 3.x keeps a closed socket's stream until its timeout: make it short.
-  if sock then
-    pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000)
-    sock:close()
-  end
+  if sock then pcall(sock.settimeout, sock, MIN_SOCKET_TIMEOUT_MS / 1000); sock:close() end
   if not ran then verdict, reason = false, "probe error at " .. (st.stage or "start") .. ": " .. tostring(verdict) end
   local finished = mono_ms()
   return { ok = verdict, reason = reason, ms = finished - started, finished = finished }
@@ -294,17 +291,14 @@ local function finish_probe(st, result)
   record(st, result)
   st.check.round = st.check.round + 1
   st.probing_since, st.stage = nil, nil
+  -- Wakes the requests waiting (3.2+): a push wakes every alarm.
   local done = st.check.done
-  if done then  -- wakes the requests waiting (3.2+): a push wakes every alarm
-    done:push(true)
-    done:pop()
-  end
+  if done then done:push(true); done:pop() end
 end
 
 local function worker_step(st)
   wait_for_demand(st)
-  st.seq = st.seq + 1
-  st.probing_since = mono_ms()
+  st.seq, st.probing_since = st.seq + 1, mono_ms()
   finish_probe(st, probe(st))
 end
 
@@ -487,10 +481,11 @@ local function engine_verdict(check)
   for i, st in ipairs(check.states) do
     local stats = servers[st.target.server]:get_stats()
     local status, up_now, unsettled, passed = server_state(stats)
-    local row = { name = st.target.name, ms = tonumber(stats.check_duration) or 0, checked = now, ok = up_now }
+    local row = { name = st.target.name, ms = tonumber(stats.check_duration) or 0, checked = now, ok = up_now,
+                  changed_s = tonumber(stats.lastchg) }
     if unsettled then seen = false end
     if status == "" or status == "INI" then
-      seen, row.ok, row.pending, row.reason = false, false, true, "not checked yet"
+      seen, row = false, { name = st.target.name, ms = 0, ok = false, pending = true, reason = "not checked yet" }
     elseif row.ok and passed then
       row.reason = "reply matched"
     else
@@ -557,9 +552,12 @@ local function headline(check, v)
   return service .. " does not answer."
 end
 
--- A time of day, and how long ago it was, for a page read by people.
-local function stamp(at, now, offset)
-  return string.format("%s (%.1f s ago)", utc(at + offset):sub(12), math.max(now - at, 0) / 1000)
+-- A time of day, and how long ago it was, for a page read by people. A cached
+-- target's is its last change, which HAProxy counts in whole seconds.
+local function stamp(row, now, offset)
+  local s = row.changed_s
+  return s and string.format("%sZ (%d s ago)", utc(now - s * 1000 + offset):sub(12, 19), s)
+    or string.format("%s (%.1f s ago)", utc(row.checked + offset):sub(12), math.max(now - row.checked, 0) / 1000)
 end
 
 -- offset: the wall clock's, from the monotonic times of v (wall_offset_ms).
@@ -567,8 +565,9 @@ local function render_check_html(check, v, details, refresh, offset)
   local word = v.ok and "OK" or "KO"
   local title = config.catch_all and "checktcp" or check.name
   local now, checked = mono_ms(), utc(v.checked + offset)
-  -- A cached check's times are those of its read of HAProxy's state.
-  local when = check.mode == "cached" and "state read" or "checked"
+  -- A cached check's page is dated by its read of HAProxy's state, its targets by their last change.
+  local when, column = "checked", "checked"
+  if check.mode == "cached" then when, column = "state read", "last change" end
   local out = {
     "<header><h1>", word, "</h1><p>", headline(check, v), "</p></header>",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
@@ -576,13 +575,13 @@ local function render_check_html(check, v, details, refresh, offset)
   }
   if details then
     out[#out + 1] = '<div class="scroll"><table><tr><th>target</th><th>address</th><th>verdict</th>'
-      .. "<th>probe ms</th><th>" .. when .. " (UTC)</th><th>reason</th></tr>"
+      .. "<th>probe ms</th><th>" .. column .. " (UTC)</th><th>reason</th></tr>"
     for i, row in ipairs(v.rows) do
       local text = row.pending and "pending" or row.ok and "OK" or "KO"
       out[#out + 1] = string.format(
         '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>',
         html_escape(row.name), html_escape(check.targets[i].address), "v-" .. text:lower(), text, row.ms,
-        row.checked and stamp(row.checked, now, offset) or "-", html_escape(row.reason))
+        row.checked and stamp(row, row.changed_s and v.checked or now, offset) or "-", html_escape(row.reason))
     end
     out[#out + 1] = "</table></div>"
   end
@@ -599,11 +598,11 @@ local function render_check_json(check, v, details, offset)
   if details then
     local items = {}
     for i, row in ipairs(v.rows) do
-      items[i] = string.format(
-        '{"target":%s,"address":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,"reason":%s}',
+      local at = row.checked and json_string(utc(row.checked + offset)) or "null"
+      items[i] = string.format('{"target":%s,"address":%s,"ok":%s,%s"probe_ms":%d,"checked_at":%s,%s"reason":%s}',
         json_string(row.name), json_string(check.targets[i].address), tostring(row.ok),
-        row.pending and '"pending":true,' or "", row.ms,
-        row.checked and json_string(utc(row.checked + offset)) or "null", json_string(row.reason))
+        row.pending and '"pending":true,' or "", row.ms, at,
+        row.changed_s and '"last_change_s":' .. row.changed_s .. "," or "", json_string(row.reason))
     end
     out[#out + 1] = ',"checked_at":' .. json_string(utc(v.checked + offset))
     out[#out + 1] = ',"targets":[' .. table.concat(items, ",") .. "]"
