@@ -41,6 +41,7 @@ STATUS_PORT = 80         # haproxy_status_bind, the role's default
 NATIVE_PORT = 8090       # the native frontend of benchmarks/inventory.yml
 STATIC_PORT = 8091       # its static frontend: copies of the cached pages, as files
 STATIC_DIR = "/srv/bench-pages"  # where those copies are (inventory.yml)
+ONE_SEGMENT = "cached-one-segment"  # the copy of the page's first bytes, an answer in one TCP segment
 PEER_NATIVE_PORT = 8092  # its frontend answering from a hand-written tcp-check backend (nbsrv)
 ECHO_PORT = 8080         # the targets of the live, cached and many checks
 SILENT_PORT = 8082       # the target of the silent check
@@ -297,23 +298,50 @@ def page_bytes(ip, port, path):
         conn.close()
 
 
+def answer_bytes(ip, port, path):
+    """The whole answer to GET path, status line and headers included, as sent."""
+    with socket.create_connection((ip, port), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    # Connection: close adds a header the benchmark's keep-alive answers do not have.
+    return re.sub(rb"(?i)\r\nconnection: close(?=\r\n)", b"", b"".join(chunks))
+
+
+def segment_bytes(host):
+    """TCP payload of one full segment on the container's link: its MTU less the
+    IPv4 and TCP headers with timestamps (20 + 20 + 12 bytes)."""
+    return int(cexec(host, "cat /sys/class/net/eth0/mtu").stdout) - 52
+
+
 def static_pages(host, ip):
     """Copy the /cached page into the file the static frontend answers
-    with (`http-request return ... file`, read when HAProxy loads its config) and
-    reload HAProxy: the same body answered without Lua, a map or log-format."""
-    copies = {}
-    for name in ("cached",):
-        body = page_bytes(ip, STATUS_PORT, "/" + name) or die(f"/{name} gave no 200 page to copy")
+    with (`http-request return ... file`, read when HAProxy loads its config),
+    and its first bytes, as many as fit in one TCP segment with the answer's
+    headers, into another; reload HAProxy: the same bodies answered without Lua,
+    a map or log-format. Returns the sizes of the answers and of a segment."""
+    body = page_bytes(ip, STATUS_PORT, "/cached") or die("/cached gave no 200 page to copy")
+    head = len(answer_bytes(ip, STATUS_PORT, "/cached")) - len(body)
+    segment = segment_bytes(host)
+    copies = {"cached": body, ONE_SEGMENT: body[:segment - head]}
+    for name, copy in copies.items():
         subprocess.run(["podman", "exec", "-i", container(host), "sh", "-c", f"cat > {STATIC_DIR}/{name}.html"],
-                       input=body, check=True)
-        copies[name] = body
+                       input=copy, check=True)
     cexec(host, "systemctl reload haproxy")
     # Each copy is dated, so answering it byte for byte shows the reload took it.
     deadline = time.monotonic() + 15
-    while any(page_bytes(ip, STATIC_PORT, "/" + n) != body for n, body in copies.items()):
+    while any(page_bytes(ip, STATIC_PORT, "/" + n) != copy for n, copy in copies.items()):
         if time.monotonic() > deadline:
             die(f"the static frontend of {container(host)} does not answer with the copied pages")
         time.sleep(0.2)
+    sizes = {"page": len(answer_bytes(ip, STATIC_PORT, "/cached")),
+             "one_segment": len(answer_bytes(ip, STATIC_PORT, "/" + ONE_SEGMENT)), "segment": segment}
+    if sizes["one_segment"] > segment:
+        die(f"the one-segment answer is {sizes['one_segment']} bytes, over a segment's {segment}")
+    note(f"answers: the cached page {sizes['page']} bytes, its one-segment copy {sizes['one_segment']}, "
+         f"a segment {segment}")
+    return sizes
 
 
 def wait_for(ip, path, want, limit_s=15, port=STATUS_PORT):
@@ -387,7 +415,7 @@ def measure(version, ip, host, args):
     res = {"load_start": load_average()}
     for path in ("/cached", "/many"):
         wait_for(ip, path, 200)
-    static_pages(host, ip)
+    res["sizes"] = static_pages(host, ip)
     for path in ("/live", "/cached", "/many"):
         wait_for(ip, path, 200)
     # Warm-up: a reload's old worker finishes, every path runs once.
@@ -398,9 +426,9 @@ def measure(version, ip, host, args):
         # Each round of status points follows a native one at the same connection count.
         for conns in (1, 50, 500):
             log(f"HAProxy {version}: {conns} connection(s), {args.rounds} round(s): native, cached (text, HTML), "
-                f"static{', live' if conns < 500 else ''}")
+                f"static (whole, one segment){', live' if conns < 500 else ''}")
             points = [(("cached-text", conns), base + "/cached?format=text"), (("cached", conns), base + "/cached"),
-                      (("static", conns), static + "/cached")]
+                      (("static", conns), static + "/cached"), (("static-segment", conns), static + "/" + ONE_SEGMENT)]
             if conns < 500:
                 points.append((("live", conns), base + "/live"))
             group(res, version, ("native", conns), native_url, points, args)
@@ -502,6 +530,11 @@ def goal_rows(version, r):
         if ("static", conns) in r:
             rows.append((f"ceiling: the cached page as a static file ×native, {conns} conns",
                          fmt_ratio(r[("static", conns)]), "—", None))
+        if ("static-segment", conns) in r:
+            sizes = r["sizes"]
+            rows.append((f"its first bytes as a static file, the answer in one TCP segment ({sizes['one_segment']} "
+                         f"of {sizes['page']} bytes; a segment {sizes['segment']}) ×native, {conns} conns",
+                         fmt_ratio(r[("static-segment", conns)]), "—", None))
     if ("silent", 500) in r:
         s = r[("silent", 500)]
         rows.append(("silent target p99 ms, 500 conns", fmt_ms(s["p99"]), f"≤ {GOAL_SILENT_P99_MS}",
@@ -569,7 +602,8 @@ def report(ctx):
             "and the range of every round's ×native follows it. The silent check answers 503 by "
             "design; elsewhere non-2xx are false 503s.", ""]
     labels = {"native": "native", "cached-text": "cached, text", "cached": "cached, HTML",
-              "static": "cached page as a static file", "live": "live (HTML)",
+              "static": "cached page as a static file", "static-segment": "its first bytes in one segment, static",
+              "live": "live (HTML)",
               "native-many": "native", "many-text": "200 targets, cached, text", "many": "200 targets, cached, HTML",
               "silent": "silent target, live"}
     rows = []
@@ -677,7 +711,7 @@ def main():
     for host in hosts:
         # HAProxy reads the static frontend's files with its config: they must exist
         # before the play validates it; static_pages() fills them.
-        cexec(host, f"mkdir -p {STATIC_DIR} && for p in cached; do "
+        cexec(host, f"mkdir -p {STATIC_DIR} && for p in cached {ONE_SEGMENT}; do "
               f"[ -s {STATIC_DIR}/$p.html ] || echo placeholder > {STATIC_DIR}/$p.html; done")
     if not args.no_deploy:
         seconds, changed = playbook("converge" if any(fresh) else "re-apply", hosts)
