@@ -57,7 +57,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # System packages: podman runs the systemd containers (with runc), debootstrap
 # builds their image, curl shows the page: all the demo needs. The tests add
-# haproxy for the loopback Lua tests (faketime steps its clock), wrk and gcc
+# haproxy for the loopback Lua tests (faketime steps its clock), Chromium with
+# a font for the page's layout (tests/lua/test_page_layout.py), wrk and gcc
 # for the benchmarks, shellcheck for ansible-test sanity, and Lua with luacheck.
 DEMO_PACKAGES=(podman runc debootstrap curl python3-venv)
 # The real servers of the conversation tests (tests/real_servers.py) run as
@@ -69,7 +70,8 @@ REAL_SERVER_UNITS=(redis-server memcached ssh exim4)
 # filter's and the fake HAProxy's tests, HAProxy and the real servers of the module's tests.
 QUICK_PACKAGES=(lua-check lua5.3 lua5.4 haproxy python3-venv "${REAL_SERVER_PACKAGES[@]}")
 # Every test's: the quick tier's and the demo's, and more.
-TEST_PACKAGES=("${DEMO_PACKAGES[@]}" "${QUICK_PACKAGES[@]}" faketime git wrk shellcheck gcc libc6-dev)
+TEST_PACKAGES=("${DEMO_PACKAGES[@]}" "${QUICK_PACKAGES[@]}" faketime git wrk shellcheck gcc libc6-dev
+  chromium fonts-dejavu-core)
 
 # Installs the packages given (default: TEST_PACKAGES) that are missing.
 # Returns non-zero, never exits: env.sh sources this into the user's shell.
