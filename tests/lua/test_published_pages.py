@@ -129,11 +129,12 @@ def test_a_cached_target_shows_its_last_change_of_state(bed):
     assert before - 1.0 <= changed <= seen + 1.0, (before, seen, document)
     text = page(bed, "/flip").body.decode()
     assert "<th>last change (UTC)</th>" in text and "<th>state read (UTC)</th>" not in text, text
-    cell = re.search(r'<td class="v-ko">KO</td><td class="n">\d+</td><td>(\d\d):(\d\d):(\d\d)Z \((\d+) s ago\)</td>', text)
+    cell = re.search(r'<td class="v-ko">KO</td><td class="n">\d+</td>'
+                     r'<td>(\d\d):(\d\d):(\d\d)Z \((\d+) s ago\)</td>', text)
     assert cell is not None, text
     assert int(cell.group(4)) >= CHANGE_AGE_S, text
-    shown = time.strftime("%H:%M:%S", time.gmtime(utc(re.search(r'<time datetime="([^"]+)"', text).group(1)) // 1
-                                                   - int(cell.group(4))))
+    read = utc(re.search(r'<time datetime="([^"]+)"', text).group(1))
+    shown = time.strftime("%H:%M:%S", time.gmtime(read // 1 - int(cell.group(4))))
     assert ":".join(cell.group(1, 2, 3)) == shown, text
 
 
