@@ -553,10 +553,10 @@ local function headline(check, v)
 end
 
 -- A time of day, and how long ago it was, for a page read by people. A cached
--- target's is its last change, which HAProxy counts in whole seconds.
+-- target's is its last change, which HAProxy counts in whole seconds before the read.
 local function stamp(row, now, offset)
   local s = row.changed_s
-  return s and string.format("%sZ (%d s ago)", utc(now - s * 1000 + offset):sub(12, 19), s)
+  return s and string.format("%sZ (%d s ago)", utc(row.checked - s * 1000 + offset):sub(12, 19), s)
     or string.format("%s (%.1f s ago)", utc(row.checked + offset):sub(12), math.max(now - row.checked, 0) / 1000)
 end
 
@@ -581,7 +581,7 @@ local function render_check_html(check, v, details, refresh, offset)
       out[#out + 1] = string.format(
         '<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td class="n">%d</td><td>%s</td><td>%s</td></tr>',
         html_escape(row.name), html_escape(check.targets[i].address), "v-" .. text:lower(), text, row.ms,
-        row.checked and stamp(row, row.changed_s and v.checked or now, offset) or "-", html_escape(row.reason))
+        row.checked and stamp(row, now, offset) or "-", html_escape(row.reason))
     end
     out[#out + 1] = "</table></div>"
   end
