@@ -321,10 +321,12 @@ def static_pages(host, ip):
     and its first bytes, as many as fit in one TCP segment with the answer's
     headers, into another; reload HAProxy: the same bodies answered without Lua,
     a map or log-format. Returns the sizes of the answers and of a segment."""
-    body = page_bytes(ip, STATUS_PORT, "/cached") or die("/cached gave no 200 page to copy")
-    head = len(answer_bytes(ip, STATUS_PORT, "/cached")) - len(body)
+    # One answer gives both the page and its headers' size: two could differ (the page is dated).
+    head, _blank, body = answer_bytes(ip, STATUS_PORT, "/cached").partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 ") or not body:
+        die("/cached gave no 200 page to copy")
     segment = segment_bytes(host)
-    copies = {"cached": body, ONE_SEGMENT: body[:segment - head]}
+    copies = {"cached": body, ONE_SEGMENT: body[:segment - len(head) - 4]}
     for name, copy in copies.items():
         subprocess.run(["podman", "exec", "-i", container(host), "sh", "-c", f"cat > {STATIC_DIR}/{name}.html"],
                        input=copy, check=True)
