@@ -78,6 +78,9 @@ LUA_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
 BUFSIZE_VAR = "haproxy_tune_bufsize"
 BUFSIZE_DEFAULT = 16384          # HAProxy's own default
 BUFSIZE_RANGE = (16384, 1048576)
+# The status page's connections at once (its frontend's maxconn).
+MAXCONN_VAR = "haproxy_status_maxconn"
+MAXCONN_RANGE = (1, 1000000)
 LUA_INDENT = 2
 
 
@@ -495,6 +498,15 @@ def checktcp_bufsize(wanted):
     return size
 
 
+def checktcp_maxconn(wanted):
+    """haproxy_status_maxconn once checked: the connections the status page's
+    frontends accept at once. Raises AnsibleFilterError naming it."""
+    conns = _to_int(wanted)
+    if conns is None or not MAXCONN_RANGE[0] <= conns <= MAXCONN_RANGE[1]:
+        raise AnsibleFilterError("%s: must be %s (got %s)" % (MAXCONN_VAR, _range_text(MAXCONN_RANGE), _shown(wanted)))
+    return conns
+
+
 def _single_check(defaults, groups, hostvars, inventory_hostname, ca_dir):
     where = _Where()
     settings, policy = _settings(where, None, defaults)
@@ -743,6 +755,7 @@ class FilterModule:
         return {
             "checktcp_bufsize": checktcp_bufsize,
             "checktcp_checks": checktcp_checks,
+            "checktcp_maxconn": checktcp_maxconn,
             "checktcp_relay_sockets": checktcp_relay_sockets,
             "checktcp_resolve": checktcp_resolve,
             "checktcp_text_problems": checktcp_text_problems,

@@ -99,11 +99,14 @@ REJECTED = {
         ['haproxy_checktcp_checks[0] (name "web"): tls_ca: "%s" is not a file on the controller' % MISSING_CA]),
     "small-bufsize": (lambda port: {"haproxy_tune_bufsize": 8192},
                       ["haproxy_tune_bufsize: must be unset or an integer from 16384 to 1048576 (got 8192)"]),
+    "no-status-connections": (lambda port: {"haproxy_status_maxconn": 0},
+                              ["haproxy_status_maxconn: must be an integer from 1 to 1000000 (got 0)"]),
 }
 # Cases that fail in another validation task than VALIDATION_TASK.
 # The role's argument specs refuse a value outside their choices first.
 ARGUMENT_SPEC_TASK = "Validating arguments against arg spec 'main' - Install HAProxy and serve the checktcp Lua status page."
-REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size",
+REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size and the status page's connection limit",
+                    "no-status-connections": "Choose HAProxy's buffer size and the status page's connection limit",
                     "unknown-preset": ARGUMENT_SPEC_TASK, "proxy-v3": ARGUMENT_SPEC_TASK,
                     "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller",
                     "stats-socket-on-tcp": "Assert that the admin socket is a Unix socket's path"}

@@ -544,9 +544,21 @@ def test_a_bad_bufsize_is_named(wanted):
         checktcp.checktcp_bufsize(wanted)
 
 
+# ------------------------------------------------------------ the status page's connections
+
+def test_a_given_maxconn_is_an_int():
+    assert checktcp.checktcp_maxconn("250") == 250
+
+
+@pytest.mark.parametrize("wanted", [0, -1, 1000001, None, "many", True, 10.5])
+def test_a_bad_maxconn_is_named(wanted):
+    with pytest.raises(AnsibleError, match="^haproxy_status_maxconn: must be an integer from 1 to 1000000"):
+        checktcp.checktcp_maxconn(wanted)
+
+
 def test_filter_module_lists_the_filters():
     assert sorted(checktcp.FilterModule().filters()) == [
-        "checktcp_bufsize", "checktcp_checks", "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems",
+        "checktcp_bufsize", "checktcp_checks", "checktcp_maxconn", "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems",
         "checktcp_unresolved",
         "to_lua"]
 

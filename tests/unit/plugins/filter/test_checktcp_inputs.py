@@ -97,9 +97,9 @@ def _checked_variables(path, name):
 
 
 # Variables a template renders through | bool, | int or | float, or as a number
-# checktcp_bufsize validated: never text.
-NOT_TEXT = {"haproxy_status_tls", "haproxy_status_log_requests", "haproxy_tune_bufsize", "echo_server_port",
-            "echo_server_max_line_bytes", "echo_server_idle_timeout", "echo_server_max_connections"}
+# checktcp_bufsize or checktcp_maxconn validated: never text.
+NOT_TEXT = {"haproxy_status_tls", "haproxy_status_log_requests", "haproxy_tune_bufsize", "haproxy_status_maxconn",
+            "echo_server_port", "echo_server_max_line_bytes", "echo_server_idle_timeout", "echo_server_max_connections"}
 
 
 @pytest.mark.parametrize("template, tasks, task_name, prefix", [
