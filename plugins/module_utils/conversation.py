@@ -51,6 +51,14 @@ MAX_LINE_BYTES = 1024
 MAX_SKIP_LINES = 100
 """The most lines one skip_lines step may skip."""
 
+MAX_SEND_BYTES = 16383
+"""The most bytes one send step may have: HAProxy's tcp-check sends less than one buffer
+(tune.bufsize, 16384 at its smallest)."""
+
+MAX_EXPECT_HEX_BYTES = 8191
+"""The most bytes expected at once (expect_hex steps in a row): HAProxy compares their hex
+dump, which it writes into one buffer (16384 at its smallest) and reads less one."""
+
 STEP_KEYS = ('send', 'send_hex', 'expect', 'expect_regex', 'expect_hex', 'skip_lines')
 """The keys a step may have (exactly one per step)."""
 
@@ -162,6 +170,35 @@ def _control(text):
     return re.search(r'[\x00-\x1f\x7f]', text)
 
 
+def _read_otherwise(pattern):
+    """The first part of ``pattern``, outside a character class, that Python's re reads otherwise
+    than PCRE2 without a warning, with how to write it; None when there is none: ``{,n}`` (Python
+    0 to n, PCRE2 before 10.43 the text) and ``\\Z`` (PCRE also before a final LF)."""
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == '\\':
+            if pattern[index + 1:index + 2] == 'Z' and not in_class:
+                return '\\Z (write $ for the end of a line)'
+            index += 2
+            continue
+        if in_class:
+            in_class = char != ']'
+        elif char == '[':
+            in_class = True
+            index += 1
+            # A ] right after [ or [^ is a member, not the end.
+            index += len(re.match(r'\^?\]?', pattern[index:]).group(0))
+            continue
+        else:
+            count = re.match(r'\{,([0-9]+)\}', pattern[index:])
+            if count:
+                return '%s (write {0,%s} for at most %s, or \\{ for a brace)' % (
+                    count.group(0), count.group(1), count.group(1))
+        index += 1
+    return None
+
+
 def _user_regex(pattern, where):
     """Compile an expect_regex as the evaluators use it (bytes, under LINE_REGEX_FLAGS): the first
     gate (HAProxy's ``haproxy -c`` is the last). A pattern Python reads otherwise than PCRE where
@@ -174,6 +211,9 @@ def _user_regex(pattern, where):
             raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
         except FutureWarning as exc:
             raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s' % (where, exc))
+        if _read_otherwise(pattern):
+            raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s'
+                                    % (where, _read_otherwise(pattern)))
         try:
             re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
         except re.error as exc:
@@ -189,6 +229,7 @@ def validate_steps(steps):
         raise ConversationError('steps must list at least one step')
     normalized = []
     phase_kind = None  # 'lines' or 'bytes': what the steps since the last send read
+    expected_bytes = 0  # by the expect_hex steps in a row up to this one
     for index, step in enumerate(steps):
         if not isinstance(step, dict):
             raise ConversationError('step %d must be a dict with one key (%s), got %s'
@@ -228,6 +269,19 @@ def validate_steps(steps):
                 raise ConversationError('%s must not contain control characters (write them as escapes such as '
                                         '\\r or \\x00), got %s' % (where, _show(value)))
             _user_regex(value, where)
+        size = 0 if key in ('skip_lines', 'expect_regex') else len(value) // 2 if key.endswith('_hex') \
+            else len(value.encode('utf-8'))
+        if key in ('send', 'send_hex') and size > MAX_SEND_BYTES:
+            raise ConversationError('%s is %d bytes long, more than HAProxy sends in one step (%d: one buffer of the '
+                                    'smallest tune.bufsize, less one)' % (where, size, MAX_SEND_BYTES))
+        if key == 'expect' and size > MAX_LINE_BYTES:
+            raise ConversationError('%s is %d bytes long, more than a line may have (%d bytes before its LF): no '
+                                    'reply could match it' % (where, size, MAX_LINE_BYTES))
+        expected_bytes = expected_bytes + size if key == 'expect_hex' and phase_kind == 'bytes' else size
+        if key == 'expect_hex' and expected_bytes > MAX_EXPECT_HEX_BYTES:
+            raise ConversationError('%s makes %d bytes expected at once, more than HAProxy compares (%d: their hex '
+                                    'dump fills one buffer of the smallest tune.bufsize)'
+                                    % (where, expected_bytes, MAX_EXPECT_HEX_BYTES))
         if key in ('send', 'send_hex'):
             phase_kind = None
         elif key in LINE_KEYS or key == 'expect_hex':

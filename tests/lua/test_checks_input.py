@@ -92,6 +92,14 @@ REJECTED = {
     "invalid-hex": (lambda port: {"haproxy_checktcp_checks": [
         {"name": "web", "targets": target(port), "steps": [{"send_hex": "0g"}]}]},
         ['haproxy_checktcp_checks[0] (name "web"): steps: step 1 (send_hex) must be an even number of hex digits']),
+    # Steps no reply could pass (HAProxy's limits), and a regex HAProxy and Python read otherwise.
+    "send-larger-than-a-buffer": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": target(port), "mode": "cached", "steps": [{"send": "b" * 16384}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): steps: step 1 (send) is 16384 bytes long, more than HAProxy '
+         'sends in one step']),
+    "open-count-regex": (lambda port: {"haproxy_checktcp_steps": [{"expect_regex": "^x{,2}y$"}]},
+                         ["haproxy_checktcp_steps: step 1 (expect_regex) is read differently by HAProxy (PCRE) "
+                          "and Python: {,2}"]),
     "proxy-v3": (lambda port: {"haproxy_checktcp_proxy_protocol": "v3"},
                  ["value of haproxy_checktcp_proxy_protocol must be one of: none, v1, v2, got: v3"]),
     "tls-ca-missing": (lambda port: {"haproxy_checktcp_checks": [

@@ -101,6 +101,16 @@ def test_preset_refused(preset, host, message):
     pytest.param([{'skip_lines': 1}, {'expect_hex': '2b'}],
                  'step 2 (expect_hex) reads bytes but an earlier step since the last send reads lines: a reply is '
                  'read as lines or as bytes, not both; put a send between them', id='bytes-after-lines'),
+    # Values no reply or no HAProxy could ever pass: refused, not a check that is always KO.
+    pytest.param([{'expect': 'a' * 1025}], 'step 1 (expect) is 1025 bytes long, more than a line may have (1024 '
+                 'bytes before its LF): no reply could match it', id='expect-longer-than-a-line'),
+    pytest.param([{'send': 'b' * 16384}], 'step 1 (send) is 16384 bytes long, more than HAProxy sends in one step '
+                 '(16383: one buffer of the smallest tune.bufsize, less one)', id='send-larger-than-a-buffer'),
+    pytest.param([{'send_hex': '00' * 16384}], 'step 1 (send_hex) is 16384 bytes long, more than HAProxy sends in '
+                 'one step (16383: one buffer of the smallest tune.bufsize, less one)', id='send-hex-larger'),
+    pytest.param([{'send': 'x'}, {'expect_hex': '00' * 8000}, {'expect_hex': '00' * 192}],
+                 'step 3 (expect_hex) makes 8192 bytes expected at once, more than HAProxy compares (8191: their '
+                 'hex dump fills one buffer of the smallest tune.bufsize)', id='expect-hex-beyond-a-buffer'),
 ])
 def test_invalid_steps(steps, message):
     with pytest.raises(c.ConversationError) as raised:
@@ -183,11 +193,27 @@ def test_line_regex_semantics(steps, data, match):
                  id='global-flag'),
     pytest.param('^[[:digit:]]', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: Possible '
                                  'nested set at position 2', id='posix-class'),
+    # Python reads {,2} as {0,2}; Debian 12's PCRE2 (10.42) as the text "{,2}".
+    pytest.param('^x{,2}y', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: {,2} '
+                            '(write {0,2} for at most 2, or \\{ for a brace)', id='open-count'),
+    # PCRE's \Z matches before a final LF too, Python's only at the very end.
+    pytest.param('^220 ok\\Z', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: \\Z '
+                                 '(write $ for the end of a line)', id='end-of-subject'),
 ])
 def test_regexes_read_differently_are_refused(pattern, message):
     with pytest.raises(c.ConversationError) as raised:
         c.compile_ops([{'expect_regex': pattern}])
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize('pattern', ['^x{0,2}y', '^x\\{,2}', '^[{,2}]', '^[]{,2}]', '\\\\Z', '^a$'])
+def test_regexes_read_alike_are_accepted(pattern):
+    assert c.compile_ops([{'expect_regex': pattern}])
+
+
+def test_the_largest_values_haproxy_can_use_are_accepted():
+    assert c.compile_ops([{'send': 'b' * 16383}, {'expect': 'a' * 1024}, {'send_hex': '00' * 16383},
+                          {'expect_hex': '00' * 8191}])
 
 
 # ------------------------------------------------------------------ HAProxy words
