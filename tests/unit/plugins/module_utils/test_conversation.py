@@ -198,7 +198,7 @@ def test_line_regex_semantics(steps, data, match):
                             '(write {0,2} for at most 2, or \\{ for a brace)', id='open-count'),
     # PCRE's \Z matches before a final LF too, Python's only at the very end.
     pytest.param('^220 ok\\Z', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: \\Z '
-                                 '(write $ for the end of a line)', id='end-of-subject'),
+                               '(write $ for the end of a line)', id='end-of-subject'),
 ])
 def test_regexes_read_differently_are_refused(pattern, message):
     with pytest.raises(c.ConversationError) as raised:
