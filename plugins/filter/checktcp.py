@@ -78,6 +78,10 @@ LUA_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
 BUFSIZE_VAR = "haproxy_tune_bufsize"
 BUFSIZE_DEFAULT = 16384          # HAProxy's own default
 BUFSIZE_RANGE = (16384, 1048576)
+# The role's proxies are named checktcp_*; the user's are in these variables.
+ROLE_PROXY_PREFIX = "checktcp_"
+FRONTENDS_VAR = "haproxy_frontends"
+BACKENDS_VAR = "haproxy_backends"
 # The status page's connections at once (its frontend's maxconn).
 MAXCONN_VAR = "haproxy_status_maxconn"
 MAXCONN_RANGE = (1, 1000000)
@@ -309,6 +313,9 @@ def _target(label, index, target, shown_as):
     if not isinstance(host, str) or not host.strip() or re.search(r"\s", host) or CONTROL_RE.search(host):
         raise AnsibleFilterError("%s: host must be a non-empty address or name without spaces (got %s)"
                                  % (entry, shown_as(target)))
+    if "%" in host:
+        raise AnsibleFilterError("%s: host must be an address or a name with no IPv6 zone (%%...): HAProxy takes "
+                                 "none (got %s)" % (entry, _shown(host)))
     port = _to_int(target.get("port"))
     if port is None or not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
         raise AnsibleFilterError("%s: port must be %s (got %s)" % (entry, _range_text(PORT_RANGE), shown_as(target)))
@@ -384,7 +391,7 @@ def _derived_targets(label, group, groups, hostvars, inventory_hostname):
             raise AnsibleFilterError(
                 "%s: echo server %s binds %s, which HAProxy on %s cannot reach: set echo_server_bind_address "
                 "for it (for example 0.0.0.0)" % (label, host, address, inventory_hostname))
-        if re.search(r"\s", address) or CONTROL_RE.search(address) or not address:
+        if re.search(r"[\s%]", address) or CONTROL_RE.search(address) or not address:
             raise AnsibleFilterError("%s: echo server %s has no usable address (got %s)"
                                      % (label, host, _shown(address)))
         targets.append({"host": address, "port": port, "name": host, "family": _bind_family(bind)})
@@ -496,6 +503,25 @@ def checktcp_bufsize(wanted):
         raise AnsibleFilterError("%s: must be unset or %s (got %s)"
                                  % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
     return size
+
+
+def checktcp_proxy_problems(frontends, backends):
+    """What HAProxy would refuse in the names of haproxy_frontends and
+    haproxy_backends, one message each, naming the entry: a name starting with
+    checktcp_ (the role's own proxies), or one given twice among the frontends
+    or among the backends (a frontend and a backend may share a name)."""
+    out = []
+    for variable, proxies in ((FRONTENDS_VAR, frontends), (BACKENDS_VAR, backends)):
+        seen = {}
+        for index, proxy in enumerate(proxies or []):
+            name = str(proxy.get("name")) if isinstance(proxy, Mapping) else ""
+            where = '%s[%d].name %s' % (variable, index, _shown(name))
+            if name.startswith(ROLE_PROXY_PREFIX):
+                out.append("%s: the prefix %s is the role's, for its own proxies" % (where, ROLE_PROXY_PREFIX))
+            elif name in seen:
+                out.append("%s: the name of %s[%d] too" % (where, variable, seen[name]))
+            seen.setdefault(name, index)
+    return out
 
 
 def checktcp_maxconn(wanted):
@@ -756,6 +782,7 @@ class FilterModule:
             "checktcp_bufsize": checktcp_bufsize,
             "checktcp_checks": checktcp_checks,
             "checktcp_maxconn": checktcp_maxconn,
+            "checktcp_proxy_problems": checktcp_proxy_problems,
             "checktcp_relay_sockets": checktcp_relay_sockets,
             "checktcp_resolve": checktcp_resolve,
             "checktcp_text_problems": checktcp_text_problems,

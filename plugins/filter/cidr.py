@@ -17,6 +17,8 @@ def _problem(entry):
     """Why `entry` is not an IPv4 or IPv6 network HAProxy's `src` can match, or None."""
     if not isinstance(entry, str):
         return f"{entry!r}: not a string"
+    if "%" in entry:
+        return f"{entry!r}: an IPv6 zone (%...), which HAProxy's src cannot match"
     try:
         ipaddress.ip_network(entry.strip(), strict=True)
     except ValueError as err:

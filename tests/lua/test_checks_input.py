@@ -32,6 +32,10 @@ def target(port):
 
 # A CA file that is not there, inside the clone.
 MISSING_CA = str(pathlib.Path(__file__).resolve().parent / "no-such-ca.pem")
+# A directory with a space, inside the clone (nothing is written there: the play stops first).
+SPACED_DIR = str(pathlib.Path(__file__).resolve().parents[2] / ".cache" / "haproxy etc")
+# An admin socket's path with a #, inside the clone (nothing is made there).
+COMMENTED_SOCKET = str(pathlib.Path(__file__).resolve().parents[2] / ".cache" / "admin#1.sock")
 # Renders (ansible-playbook runs) at once.
 CONCURRENT_RENDERS = 6
 
@@ -63,6 +67,25 @@ REJECTED = {
     # The admin socket on a TCP address would give anyone who reaches it HAProxy's admin level.
     "stats-socket-on-tcp": (lambda port: {"haproxy_stats_socket": "127.0.0.1:9999"},
                             ["haproxy_stats_socket must be", '"127.0.0.1:9999"']),
+    # HAProxy reads a #, a space, a quote or a backslash in a path as its syntax: after
+    # a #, "mode 660 level admin" would be a comment, and the socket open to all.
+    "stats-socket-with-a-comment": (lambda port: {"haproxy_stats_socket": COMMENTED_SOCKET},
+                                    ["haproxy_stats_socket must be", '"%s"' % COMMENTED_SOCKET]),
+    "config-dir-with-a-space": (lambda port: {"haproxy_config_dir": SPACED_DIR},
+                                ["haproxy_config_dir must be an absolute path", SPACED_DIR]),
+    # Python takes an IPv6 zone (%lo) as part of an address; HAProxy takes none.
+    "target-with-a-zone": (lambda port: {"haproxy_checktcp_checks": [
+        {"name": "web", "targets": [{"host": "fe80::1%lo", "port": port}]}]},
+        ['haproxy_checktcp_checks[0] (name "web"): targets[0]: host must', "no IPv6 zone", '"fe80::1%lo"']),
+    "allow-list-with-a-zone": (lambda port: {"haproxy_status_allow": ["fe80::1%eth0"]},
+                               ["haproxy_status_allow must be a list of CIDRs", "fe80::1%eth0", "an IPv6 zone"]),
+    "version-not-a-number": (lambda port: {"haproxy_version": "v3.2"},
+                             ['haproxy_version must be null or major.minor', '"v3.2"']),
+    "timeout-with-a-space": (lambda port: {"haproxy_timeout_connect": "5 s"},
+                             ["haproxy_timeout_connect must be a duration HAProxy reads", '"5 s"']),
+    "frontend-named-like-the-roles": (lambda port: {"haproxy_frontends": [
+        {"name": "checktcp_status", "bind": ["127.0.0.1:%d" % port]}]},
+        ['haproxy_frontends[0].name "checktcp_status"', "the prefix checktcp_ is the role"]),
     "no-targets": (lambda port: {"haproxy_checktcp_checks": [{"name": "web"}]},
                    ['haproxy_checktcp_checks[0] (name "web"): no targets']),
     "empty-targets-group": (lambda port: {"haproxy_checktcp_checks": [{"name": "web", "targets_group": "nowhere"}]},
@@ -117,7 +140,13 @@ REJECTED_BY_TASK = {"small-bufsize": "Choose HAProxy's buffer size and the statu
                     "no-status-connections": "Choose HAProxy's buffer size and the status page's connection limit",
                     "unknown-preset": ARGUMENT_SPEC_TASK, "proxy-v3": ARGUMENT_SPEC_TASK,
                     "tls-ca-missing": "Assert that the CA files the checks verify TLS with exist on the controller",
-                    "stats-socket-on-tcp": "Assert that the admin socket is a Unix socket's path"}
+                    "stats-socket-on-tcp": "Assert that the admin socket is a Unix socket's path",
+                    "stats-socket-with-a-comment": "Assert that the admin socket is a Unix socket's path",
+                    "config-dir-with-a-space": "Assert that the directories are paths HAProxy reads as one word",
+                    "allow-list-with-a-zone": "Assert that the status page's allow-lists hold CIDRs",
+                    "version-not-a-number": "Assert that haproxy_version is a version",
+                    "timeout-with-a-space": "Assert that the timeouts are durations HAProxy reads",
+                    "frontend-named-like-the-roles": "Assert that the proxies of your own have names of their own"}
 
 ACCEPTED = {
     "timeout-as-string": lambda port: {"haproxy_checktcp_timeout_ms": "500", "haproxy_checktcp_skip_lines": "1",

@@ -232,6 +232,19 @@ def test_an_unnamed_ipv6_target_is_shown_bracketed():
     assert [t["name"] for t in result["checks"][0]["targets"]] == ["[::1]:8080"]
 
 
+# HAProxy takes no IPv6 zone (fe80::1%lo) in a server's address, while Python's ipaddress does.
+def test_a_target_with_an_ipv6_zone_is_named():
+    with pytest.raises(AnsibleError, match=r'^haproxy_checktcp_checks\[0\] \(name "v6"\): targets\[0\]: host must be '
+                                           r'an address or a name with no IPv6 zone .* \(got "fe80::1%lo"\)$'):
+        expand([{"name": "v6", "targets": [{"host": "fe80::1%lo", "port": 8080}]}])
+
+
+def test_an_echo_server_bound_to_an_ipv6_zone_is_named():
+    hostvars = {"echo-zone": {"echo_server_bind_address": "fe80::1%eth0"}}
+    with pytest.raises(AnsibleError, match='echo server echo-zone has no usable address'):
+        expand(None, groups={"echo_servers": ["echo-zone"]}, hostvars=hostvars)
+
+
 def test_named_checks_take_the_single_check_variables_as_defaults():
     defaults = {"timeout_ms": "250", "mode": "cached", "policy": "any", "send": "hi", "details": "off",
                 "targets": [{"host": "ignored", "port": 1}]}
@@ -556,10 +569,28 @@ def test_a_bad_maxconn_is_named(wanted):
         checktcp.checktcp_maxconn(wanted)
 
 
+# ------------------------------------------------------------ the user's own proxies
+
+def test_proxies_of_the_users_own_with_names_of_their_own_pass():
+    assert checktcp.checktcp_proxy_problems([{"name": "web"}, {"name": "api"}], [{"name": "web"}]) == []
+
+
+def test_proxy_names_haproxy_would_refuse_are_named():
+    frontends = [{"name": "checktcp_status"}, {"name": "web"}, {"name": "web"}]
+    backends = [{"name": "checktcp_service"}, {"name": "db"}, {"name": "db"}]
+
+    assert checktcp.checktcp_proxy_problems(frontends, backends) == [
+        "haproxy_frontends[0].name \"checktcp_status\": the prefix checktcp_ is the role's, for its own proxies",
+        "haproxy_frontends[2].name \"web\": the name of haproxy_frontends[1] too",
+        "haproxy_backends[0].name \"checktcp_service\": the prefix checktcp_ is the role's, for its own proxies",
+        "haproxy_backends[2].name \"db\": the name of haproxy_backends[1] too",
+    ]
+
+
 def test_filter_module_lists_the_filters():
     assert sorted(checktcp.FilterModule().filters()) == [
-        "checktcp_bufsize", "checktcp_checks", "checktcp_maxconn", "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems",
-        "checktcp_unresolved",
+        "checktcp_bufsize", "checktcp_checks", "checktcp_maxconn", "checktcp_proxy_problems",
+        "checktcp_relay_sockets", "checktcp_resolve", "checktcp_text_problems", "checktcp_unresolved",
         "to_lua"]
 
 

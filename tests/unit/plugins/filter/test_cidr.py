@@ -35,6 +35,8 @@ def test_valid_lists_have_no_problems(value):
     pytest.param('10.0.0.0/8 10.1.0.0/16', 'not an IPv4 or IPv6 network', id='two-in-one'),
     pytest.param(8, 'not a string', id='a-number'),
     pytest.param(None, 'not a string', id='null'),
+    # Python's ipaddress takes an IPv6 zone; HAProxy's src never matches one.
+    pytest.param('fe80::1%eth0', 'an IPv6 zone', id='ipv6-zone'),
 ])
 def test_bad_entries_are_named_with_the_reason(entry, reason):
     problems = cidr_problems(['10.0.0.0/8', entry])
