@@ -31,6 +31,8 @@ from conftest import REPO, LOOPBACK, free_ports, http_request
 STATUS_MAXCONN = yaml.safe_load((REPO / "roles" / "haproxy" / "defaults" / "main.yml").read_text())[
     "haproxy_status_maxconn"]
 GLOBAL_MAXCONN = STATUS_MAXCONN + 100
+# The allow-list of the guarded page, and a client outside it.
+ALLOWED, OUTSIDER = "127.0.0.2", "127.0.0.9"
 METRICS_MAXCONN = 100
 TIMEOUT_MS = 1000
 
@@ -39,10 +41,12 @@ TIMEOUT_MS = 1000
 def bed(deploy, fake_servers):
     server, = fake_servers(1)
     metrics_port = free_ports()[0]
-    service, = deploy({"haproxy_checktcp_targets": [server.target], "haproxy_checktcp_timeout_ms": TIMEOUT_MS,
-                       "haproxy_global_extra_lines": ["maxconn %d" % GLOBAL_MAXCONN],
-                       "haproxy_metrics_bind": "%s:%d" % (LOOPBACK, metrics_port)})
+    common = {"haproxy_checktcp_targets": [server.target], "haproxy_checktcp_timeout_ms": TIMEOUT_MS,
+              "haproxy_global_extra_lines": ["maxconn %d" % GLOBAL_MAXCONN]}
+    service, guarded = deploy(dict(common, haproxy_metrics_bind="%s:%d" % (LOOPBACK, metrics_port)),
+                              dict(common, haproxy_status_allow=[ALLOWED + "/32"]))
     service.metrics_port = metrics_port
+    service.guarded = guarded
     # This process holds the flood's connections.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * GLOBAL_MAXCONN)), hard))
@@ -53,21 +57,24 @@ def frontend_row(service, name):
     return next(row for row in service.show_stat() if (row["pxname"], row["svname"]) == (name, "FRONTEND"))
 
 
-def flood(service, port, frontend, count):
-    """Up to ``count`` connections to ``port`` that send nothing (until one is
-    not even queued by the kernel: a listener's queue is as long as its
-    frontend's maxconn), returned once HAProxy has accepted all it will (its
-    ``frontend`` is at its limit) or all of them."""
+def flood(service, port, frontend, count, source=None):
+    """Up to ``count`` connections to ``port`` (from ``source``) that send
+    nothing (until one is not even queued by the kernel: a listener's queue is
+    as long as its frontend's maxconn), returned once HAProxy has taken all it
+    will (its ``frontend`` is at its limit) or every one (held or refused)."""
     conns = []
-    try:
-        while len(conns) < count:
-            conns.append(socket.create_connection((LOOPBACK, port), timeout=0.5))
-    except TimeoutError:
-        pass
+    for _attempt in range(count):
+        try:
+            conns.append(socket.create_connection((LOOPBACK, port), timeout=0.5,
+                                                  source_address=(source, 0) if source else None))
+        except TimeoutError:
+            break
+        except ConnectionError:
+            pass  # refused by HAProxy as it connected: held by nobody
     end = time.monotonic() + 5
     while True:
         row = frontend_row(service, frontend)
-        if int(row["scur"]) >= min(int(row["slim"]), len(conns)):
+        if int(row["scur"]) >= int(row["slim"]) or int(row["scur"]) + int(row["dcon"]) >= len(conns):
             return conns
         assert time.monotonic() < end, "HAProxy accepted %s of %d connections (limit %s)" % (
             row["scur"], len(conns), row["slim"])
@@ -105,3 +112,24 @@ def test_a_flood_of_the_metrics_bind_leaves_live_verdicts_right(bed):
     finally:
         for conn in idle:
             conn.close()
+
+
+def test_outsiders_cannot_keep_an_allowed_client_waiting(bed):
+    # Outside haproxy_status_allow, each connection would hold a place until
+    # timeout http-request (10 s) if it sends nothing.
+    guarded = bed.guarded
+    idle = flood(guarded, guarded.port, "checktcp_status", GLOBAL_MAXCONN, source=OUTSIDER)
+    try:
+        response = http_request(guarded.port, source=ALLOWED, timeout=2)
+        assert response.status == 200, response
+        row = frontend_row(guarded, "checktcp_status")
+        assert int(row["scur"]) <= STATUS_MAXCONN // 2 + 1, row
+    finally:
+        for conn in idle:
+            conn.close()
+    # Once the page is quiet again, an outsider reads why it is refused.
+    end = time.monotonic() + 5
+    while int(frontend_row(guarded, "checktcp_status")["scur"]) > STATUS_MAXCONN // 2:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    assert http_request(guarded.port, source=OUTSIDER).status == 403
