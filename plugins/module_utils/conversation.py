@@ -172,8 +172,8 @@ def _control(text):
 
 def _read_otherwise(pattern):
     """The first part of ``pattern``, outside a character class, that Python's re reads otherwise
-    than PCRE2 without a warning, with how to write it; None when there is none: ``{,n}`` (Python
-    0 to n, PCRE2 before 10.43 the text) and ``\\Z`` (PCRE also before a final LF)."""
+    than PCRE2 without a warning, with how to write it; None when there is none: some counts in
+    braces (see _count_read_otherwise) and ``\\Z`` (PCRE also before a final LF)."""
     index, in_class = 0, False
     while index < len(pattern):
         char = pattern[index]
@@ -191,11 +191,27 @@ def _read_otherwise(pattern):
             index += len(re.match(r'\^?\]?', pattern[index:]).group(0))
             continue
         else:
-            count = re.match(r'\{,([0-9]+)\}', pattern[index:])
+            count = _count_read_otherwise(pattern[index:])
             if count:
-                return '%s (write {0,%s} for at most %s, or \\{ for a brace)' % (
-                    count.group(0), count.group(1), count.group(1))
+                return count
         index += 1
+    return None
+
+
+def _count_read_otherwise(text):
+    """How to write the count in braces ``text`` starts with when Python and PCRE2 read it
+    otherwise, else None. Both read {n}, {n,} and {n,m} alike; PCRE2 10.43 and later (Debian
+    13 on) also read {,n} as {0,n} and allow blanks inside the braces, which Python and older
+    PCRE2 (Debian 12) take as text; {,} is text to every PCRE2 and 0 or more to Python."""
+    braces = re.match(r'\{[ \t]*([0-9]*)[ \t]*(,[ \t]*([0-9]*)[ \t]*)?\}', text)
+    if not braces or not re.search(r'[0-9,]', braces.group(0)):
+        return None
+    low, comma, high = braces.group(1), braces.group(2), braces.group(3)
+    if re.search(r'[ \t]', braces.group(0)):
+        return '%s (write it without blanks, or \\{ for a brace)' % braces.group(0)
+    if comma and not low:
+        return '%s (write %s, or \\{ for a brace)' % (
+            braces.group(0), '{0,%s} for at most %s' % (high, high) if high else '* for any number')
     return None
 
 

@@ -196,6 +196,11 @@ def test_line_regex_semantics(steps, data, match):
     # Python reads {,2} as {0,2}; Debian 12's PCRE2 (10.42) as the text "{,2}".
     pytest.param('^x{,2}y', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: {,2} '
                             '(write {0,2} for at most 2, or \\{ for a brace)', id='open-count'),
+    pytest.param('^x{,}y', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: {,} '
+                           '(write * for any number, or \\{ for a brace)', id='open-count-both-ends'),
+    # PCRE2 10.43 and later (Debian 13) allow blanks in a count; Python takes them as text.
+    pytest.param('^x{ 2 }y', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: { 2 } '
+                             '(write it without blanks, or \\{ for a brace)', id='count-with-blanks'),
     # PCRE's \Z matches before a final LF too, Python's only at the very end.
     pytest.param('^220 ok\\Z', 'step 1 (expect_regex) is read differently by HAProxy (PCRE) and Python: \\Z '
                                '(write $ for the end of a line)', id='end-of-subject'),
@@ -206,7 +211,8 @@ def test_regexes_read_differently_are_refused(pattern, message):
     assert str(raised.value) == message
 
 
-@pytest.mark.parametrize('pattern', ['^x{0,2}y', '^x\\{,2}', '^[{,2}]', '^[]{,2}]', '\\\\Z', '^a$'])
+@pytest.mark.parametrize('pattern', ['^x{0,2}y', '^x{2}', '^x{2,}', '^x\\{,2}', '^[{,2}]', '^[]{,2}]', '\\\\Z',
+                                     '^a$', '^{}', '^a{ }b', '^a{x,2}'])
 def test_regexes_read_alike_are_accepted(pattern):
     assert c.compile_ops([{'expect_regex': pattern}])
 
