@@ -492,17 +492,23 @@ def checktcp_text_problems(variables):
     return out
 
 
+def _role_int(variable, wanted, bounds, also=""):
+    """A role variable's value as an int once checked to lie within bounds (both
+    given); raises AnsibleFilterError naming the variable (``also``: what else it
+    may be, as "unset or ")."""
+    number = _to_int(wanted)
+    if number is None or not bounds[0] <= number <= bounds[1]:
+        raise AnsibleFilterError("%s: must be %s%s (got %s)" % (variable, also, _range_text(bounds), _shown(wanted)))
+    return number
+
+
 def checktcp_bufsize(wanted):
     """HAProxy's tune.bufsize: haproxy_tune_bufsize once checked, or HAProxy's
     default, 16384, when unset (None). Raises AnsibleFilterError naming
     haproxy_tune_bufsize."""
     if wanted is None:
         return BUFSIZE_DEFAULT
-    size = _to_int(wanted)
-    if size is None or not BUFSIZE_RANGE[0] <= size <= BUFSIZE_RANGE[1]:
-        raise AnsibleFilterError("%s: must be unset or %s (got %s)"
-                                 % (BUFSIZE_VAR, _range_text(BUFSIZE_RANGE), _shown(wanted)))
-    return size
+    return _role_int(BUFSIZE_VAR, wanted, BUFSIZE_RANGE, "unset or ")
 
 
 def checktcp_proxy_problems(frontends, backends):
@@ -527,10 +533,7 @@ def checktcp_proxy_problems(frontends, backends):
 def checktcp_maxconn(wanted):
     """haproxy_status_maxconn once checked: the connections the status page's
     frontends accept at once. Raises AnsibleFilterError naming it."""
-    conns = _to_int(wanted)
-    if conns is None or not MAXCONN_RANGE[0] <= conns <= MAXCONN_RANGE[1]:
-        raise AnsibleFilterError("%s: must be %s (got %s)" % (MAXCONN_VAR, _range_text(MAXCONN_RANGE), _shown(wanted)))
-    return conns
+    return _role_int(MAXCONN_VAR, wanted, MAXCONN_RANGE)
 
 
 def _single_check(defaults, groups, hostvars, inventory_hostname, ca_dir):

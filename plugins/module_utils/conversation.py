@@ -227,9 +227,9 @@ def _user_regex(pattern, where):
             raise ConversationError('%s is not a valid regular expression: %s' % (where, exc))
         except FutureWarning as exc:
             raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s' % (where, exc))
-        if _read_otherwise(pattern):
-            raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s'
-                                    % (where, _read_otherwise(pattern)))
+        read_otherwise = _read_otherwise(pattern)
+        if read_otherwise:
+            raise ConversationError('%s is read differently by HAProxy (PCRE) and Python: %s' % (where, read_otherwise))
         try:
             re.compile((LINE_REGEX_FLAGS + '(?:%s)' % pattern).encode('utf-8'))
         except re.error as exc:
@@ -245,7 +245,7 @@ def validate_steps(steps):
         raise ConversationError('steps must list at least one step')
     normalized = []
     phase_kind = None  # 'lines' or 'bytes': what the steps since the last send read
-    expected_bytes = 0  # by the expect_hex steps in a row up to this one
+    expected_bytes = 0  # by the expect_hex steps in a row, this one included
     for index, step in enumerate(steps):
         if not isinstance(step, dict):
             raise ConversationError('step %d must be a dict with one key (%s), got %s'
@@ -293,11 +293,12 @@ def validate_steps(steps):
         if key == 'expect' and size > MAX_LINE_BYTES:
             raise ConversationError('%s is %d bytes long, more than a line may have (%d bytes before its LF): no '
                                     'reply could match it' % (where, size, MAX_LINE_BYTES))
-        expected_bytes = expected_bytes + size if key == 'expect_hex' and phase_kind == 'bytes' else size
-        if key == 'expect_hex' and expected_bytes > MAX_EXPECT_HEX_BYTES:
-            raise ConversationError('%s makes %d bytes expected at once, more than HAProxy compares (%d: their hex '
-                                    'dump fills one buffer of the smallest tune.bufsize)'
-                                    % (where, expected_bytes, MAX_EXPECT_HEX_BYTES))
+        if key == 'expect_hex':
+            expected_bytes = (expected_bytes if phase_kind == 'bytes' else 0) + size
+            if expected_bytes > MAX_EXPECT_HEX_BYTES:
+                raise ConversationError('%s makes %d bytes expected at once, more than HAProxy compares (%d: their '
+                                        'hex dump fills one buffer of the smallest tune.bufsize)'
+                                        % (where, expected_bytes, MAX_EXPECT_HEX_BYTES))
         if key in ('send', 'send_hex'):
             phase_kind = None
         elif key in LINE_KEYS or key == 'expect_hex':

@@ -54,7 +54,7 @@ def bed(deploy, fake_servers):
 
 
 def frontend_row(service, name):
-    return next(row for row in service.show_stat() if (row["pxname"], row["svname"]) == (name, "FRONTEND"))
+    return next(row for row in service.stat_rows(name) if row["svname"] == "FRONTEND")
 
 
 def flood(service, port, frontend, count, source=None):
