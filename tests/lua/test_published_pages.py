@@ -102,7 +102,7 @@ def test_a_cached_page_dates_its_read_of_the_checks_not_a_check(bed):
     bed.flip.behave("echo")
     text = wait_page(bed, "/flip", 200).body.decode()
     assert "checked <time" not in text and "<th>checked (UTC)</th>" not in text, text
-    assert "(cached mode: HAProxy checks every 0.1 s), state read <time datetime=" in text, text
+    assert "(cached mode: HAProxy checks every 0.1 s), state read <time>" in text, text
 
 
 def test_a_cached_target_shows_its_last_change_of_state(bed):
@@ -133,7 +133,7 @@ def test_a_cached_target_shows_its_last_change_of_state(bed):
                      r'<td>(\d\d):(\d\d):(\d\d)Z \((\d+) s ago\)</td>', text)
     assert cell is not None, text
     assert int(cell.group(4)) >= CHANGE_AGE_S, text
-    read = utc(re.search(r'<time datetime="([^"]+)"', text).group(1))
+    read = utc(re.search(r'<time>([^<]+)</time>', text).group(1))
     shown = time.strftime("%H:%M:%S", time.gmtime(read // 1 - int(cell.group(4))))
     assert ":".join(cell.group(1, 2, 3)) == shown, text
 

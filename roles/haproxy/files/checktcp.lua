@@ -527,7 +527,7 @@ local STYLE = config.style:gsub("/%*.-%*/", ""):gsub("%s*\n%s*", "")
 local function page(word, title, refresh, content)
   return table.concat({
     '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<meta name="viewport" content="width=device-width">',
     refresh and string.format('<meta http-equiv="refresh" content="%d">', refresh) or "",
     "<title>", word, " - ", html_escape(title), "</title><style>", STYLE, "</style></head>",
     '<body class="', word:lower(), '"><main>', content, "</main></body></html>",
@@ -571,7 +571,7 @@ local function render_check_html(check, v, details, refresh, offset)
   local out = {
     "<header><h1>", word, "</h1><p>", headline(check, v), "</p></header>",
     '<p class="meta">', html_escape(title), ": ", summary(check, v, details),
-    ", ", when, ' <time datetime="', checked, '">', checked, "</time></p>",
+    ", ", when, " <time>", checked, "</time></p>",
   }
   if details then
     out[#out + 1] = '<div class="scroll"><table><tr><th>target</th><th>address</th><th>verdict</th>'
