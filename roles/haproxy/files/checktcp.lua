@@ -527,7 +527,7 @@ local STYLE = config.style:gsub("/%*.-%*/", ""):gsub("%s*\n%s*", "")
 local function page(word, title, refresh, content)
   return table.concat({
     '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-    '<meta name="viewport" content="width=device-width">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
     refresh and string.format('<meta http-equiv="refresh" content="%d">', refresh) or "",
     "<title>", word, " - ", html_escape(title), "</title><style>", STYLE, "</style></head>",
     '<body class="', word:lower(), '"><main>', content, "</main></body></html>",
