@@ -346,7 +346,7 @@ def static_pages(host, ip):
         if sizes["one_segment"] > segment:
             die(f"the one-segment answer is {sizes['one_segment']} bytes, over a segment's {segment}")
     note(f"answers: the cached page {sizes['page']} bytes, "
-         + (f"its one-segment copy {sizes['one_segment']}" if sizes["one_segment"] else "within one segment")
+         + (f"its one-segment copy {sizes['one_segment']}" if sizes["one_segment"] is not None else "within one segment")
          + f", a segment {segment}")
     return sizes
 
