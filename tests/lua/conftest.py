@@ -284,7 +284,8 @@ class FakeEchoServer:
     """A TCP server on 127.0.0.1 that treats each connection with its current
     ``behaviour`` (a function of the connection and the server). It counts
     connections, records the lines it was sent, and can stop listening
-    (refused connections) and listen again on the same port."""
+    (refused connections) and listen again on the same port, which free_ports()
+    holds meanwhile: no client connection is given it as its own port."""
 
     def __init__(self):
         self.behaviour = echo()
@@ -292,7 +293,7 @@ class FakeEchoServer:
         self.connections = 0
         self.active = 0
         self.lines = []
-        self.port = 0
+        self.port = free_ports()[0]
         self._listener = None
         self._thread = None
         self._accepting = threading.Event()
@@ -312,12 +313,12 @@ class FakeEchoServer:
             return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Beside the socket that holds the port.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((LOOPBACK, self.port))
         listener.listen(256)
         # accept() is not woken by close() from another thread: poll a flag.
         listener.settimeout(0.02)
-        self.port = listener.getsockname()[1]
-        HANDED_OUT.add(self.port)
         self._listener = listener
         self._accepting.set()
         self._thread = threading.Thread(target=self._accept_loop, args=(listener,), daemon=True)
