@@ -86,13 +86,21 @@ def test_a_page_lua_renders_is_published_for_haproxy_cfg(bed):
     bed.flip.behave("echo")
     response = wait_page(bed, "/flip", 200)
     assert b"flip-target" in response.body
-    # The page and its time, in the variables haproxy.cfg answers this form from.
-    shown = published(bed, 1, "html1")
+    # The page under its word, the word and the time, in the variables
+    # haproxy.cfg answers this form from.
+    shown = published(bed, 1, "html1_ok")
     assert "type=str" in shown and '<body class="ok">' in shown and "flip-target" in shown, shown
+    assert "type=str value=<ok>" in published(bed, 1, "html1_word")
     assert re.search(r"type=sint value=<\d{13}>", published(bed, 1, "html1_at")), published(bed, 1, "html1_at")
-    assert "not found" in published(bed, 1, "json1").lower()
+    assert "not found" in published(bed, 1, "json1_word").lower()
     assert json.loads(wait_page(bed, "/flip", 200, json_form=True).body)["status"] == "OK"
-    assert '{"status":"OK"' in published(bed, 1, "json1")
+    assert '{"status":"OK"' in published(bed, 1, "json1_ok")
+    # A KO page goes beside the OK one, and the word says which is the page.
+    bed.flip.behave("refuse")
+    wait_page(bed, "/flip", 503)
+    assert '<body class="ko">' in published(bed, 1, "html1_ko")
+    assert "type=str value=<ko>" in published(bed, 1, "html1_word")
+    assert '<body class="ok">' in published(bed, 1, "html1_ok")
 
 
 def test_a_cached_page_dates_its_read_of_the_checks_not_a_check(bed):
@@ -188,9 +196,10 @@ def test_a_check_without_details_never_publishes_a_details_page(bed):
     bed.wait_seen("hidden")
     for json_form in (False, True):
         assert b"hidden-target" not in page(bed, "/hidden", json_form).body
-    shown = published(bed, 2, "html0")
+    shown = published(bed, 2, "html0_ok")
     assert "type=str" in shown and "hidden-target" not in shown, shown
-    assert "not found" in published(bed, 2, "html1").lower()
+    for name in ("html1_ok", "html1_ko", "html1_word"):
+        assert "not found" in published(bed, 2, name).lower()
 
 
 def test_a_page_asked_to_refresh_is_lua_s_and_refreshes(bed):
@@ -207,7 +216,8 @@ def test_a_page_too_large_for_a_buffer_comes_whole_from_lua(bed):
     assert response.body.endswith(b"</main></body></html>"), response.body[-200:]
     assert len(re.findall(rb"<td>big-\d+</td>", response.body)) == BIG
     assert len(response.body) > 8192
-    assert "not found" in published(bed, 3, "html1").lower()
+    for name in ("html1_ok", "html1_word"):
+        assert "not found" in published(bed, 3, name).lower()
 
 
 def test_concurrent_requests_for_a_large_page_share_one_state_read(bed):
@@ -297,9 +307,11 @@ def test_a_cached_check_says_503_ko_in_every_form(bed):
         assert response.reason == "KO", response
 
 
-def publish_by_hand(service, form, body, at):
-    """Publish ``body`` as the first check's page in ``form``, dated ``at`` (an expression), as checktcp.lua would."""
-    for name, how, value in ((form, "fmt", body), (form + "_at", "expr", at)):
+def publish_by_hand(service, form, body, at, word="ok"):
+    """Publish ``body`` as the first check's page of ``word`` in ``form``, dated
+    ``at`` (an expression), as checktcp.lua would."""
+    for name, how, value in ((form + "_" + word, "fmt", body), (form + "_word", "fmt", word),
+                             (form + "_at", "expr", at)):
         answer = service.admin_command("experimental-mode on; set var proc.checktcp_page_1_%s %s %s" % (name, how, value))
         assert answer.strip() == "", answer
 
@@ -319,6 +331,14 @@ def test_haproxy_cfg_answers_a_published_page_until_it_is_old(bed):
     assert response.body == sentinel.encode(), response
     assert response.status == 200 and response.headers["content-type"] == "application/json", response
     assert response.headers["cache-control"] == "no-store", response
+    # The status is the published word's, the page the one published under it.
+    ko_sentinel = '{"status":"KO","published":"by-this-test"}'
+    for _attempt in range(5):
+        publish_by_hand(bed, "json1", ko_sentinel, "date(0,ms)", word="ko")
+        response = page(bed, "/flip", json_form=True)
+        if response.body == ko_sentinel.encode():
+            break
+    assert (response.status, response.reason, response.body) == (503, "KO", ko_sentinel.encode()), response
     # Past the window, and dated ahead of the clock (a clock stepped back), it is
     # not answered: the Lua service renders the page again.
     for at in ("date(0,ms),sub(%d)" % (REUSE_MS + 50), "date(0,ms),add(10000)"):

@@ -707,18 +707,19 @@ local function shows_details(applet, check)
   return check.details and (allowed == nil or tonumber(allowed) == 1)
 end
 
--- A cached check's page, once seen, goes to the variable haproxy.cfg answers
--- its form with while the state is under ENGINE_REUSE_MS old (page_var rules):
--- the page first, then its time, which haproxy.cfg reads first. Not a page
--- too large for one buffer or holding a control character (the log-format
--- string would encode it).
+-- A cached check's page, once seen, goes where haproxy.cfg answers its form
+-- from while the state is under ENGINE_REUSE_MS old: the page under its word
+-- (_ok, _ko), the word, the state's time; haproxy.cfg reads them in reverse.
+-- Not a page over one buffer or with a control character (log-format encodes it).
 local function publish(applet, check, v, json, details, body, offset)
   if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes or body:find("[\0-\8\10-\31\127]") then
     return
   end
   local name = string.format("proc.%s_%d_%s%d", config.page_var, check.index, json and "json" or "html",
     details and 1 or 0)
-  applet:set_var(name, body)
+  local word = v.ok and "ok" or "ko"
+  applet:set_var(name .. "_" .. word, body)
+  applet:set_var(name .. "_word", word)
   applet:set_var(name .. "_at", v.at + offset)
 end
 
