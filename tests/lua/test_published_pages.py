@@ -8,7 +8,7 @@ checktcp.lua publishes each page it renders in a process variable, and
 haproxy.cfg answers that form with it while the state it shows is under the
 reuse window old. Whichever answers, a client gets the page Lua would give it:
 its own form, details only where allowed, ?refresh=N honoured, the status of
-the page's own word, and a whole page when it is too large for a buffer."""
+the word it is published under, and a whole page when it is too large for a buffer."""
 
 from __future__ import annotations
 

@@ -707,10 +707,10 @@ local function shows_details(applet, check)
   return check.details and (allowed == nil or tonumber(allowed) == 1)
 end
 
--- A cached check's page, once seen, goes where haproxy.cfg answers its form
--- from while the state is under ENGINE_REUSE_MS old: the page under its word
--- (_ok, _ko), the word, the state's time; haproxy.cfg reads them in reverse.
--- Not a page over one buffer or with a control character (log-format encodes it).
+-- A cached check's page, once seen, is what haproxy.cfg answers its form with
+-- while the state is under ENGINE_REUSE_MS old. The page goes under its word (_ok,
+-- _ko), then the word, then the time: read in reverse, the page sent has the
+-- status's word. Not a page over one buffer or with a control character (log-format encodes it).
 local function publish(applet, check, v, json, details, body, offset)
   if check.mode ~= "cached" or not v.seen or #body > config.page_max_bytes or body:find("[\0-\8\10-\31\127]") then
     return
