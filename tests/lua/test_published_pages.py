@@ -316,28 +316,32 @@ def publish_by_hand(service, form, body, at, word="ok"):
         assert answer.strip() == "", answer
 
 
+def answer_to_fresh_publication(service, body, word="ok"):
+    """The JSON answer of the first check once ``body`` is published by hand as its
+    page of ``word``, dated now: published again, up to 5 times, until the answer
+    is that body (the CLI's round trips take a few ms; a loaded machine may need a
+    retry). The last answer either way."""
+    for _attempt in range(5):
+        publish_by_hand(service, "json1", body, "date(0,ms)", word=word)
+        response = page(service, "/flip", json_form=True)
+        if response.body == body.encode():
+            break
+    return response
+
+
 def test_haproxy_cfg_answers_a_published_page_until_it_is_old(bed):
     bed.flip.behave("echo")
     wait_page(bed, "/flip", 200, json_form=True)
     bed.wait_seen("flip")
     sentinel = '{"status":"OK","published":"by-this-test"}'
-    # The page is answered as published while its time is within the window
-    # (the CLI's round trips take a few ms; a loaded machine may need a retry).
-    for _attempt in range(5):
-        publish_by_hand(bed, "json1", sentinel, "date(0,ms)")
-        response = page(bed, "/flip", json_form=True)
-        if response.body == sentinel.encode():
-            break
+    # The page is answered as published while its time is within the window.
+    response = answer_to_fresh_publication(bed, sentinel)
     assert response.body == sentinel.encode(), response
     assert response.status == 200 and response.headers["content-type"] == "application/json", response
     assert response.headers["cache-control"] == "no-store", response
     # The status is the published word's, the page the one published under it.
     ko_sentinel = '{"status":"KO","published":"by-this-test"}'
-    for _attempt in range(5):
-        publish_by_hand(bed, "json1", ko_sentinel, "date(0,ms)", word="ko")
-        response = page(bed, "/flip", json_form=True)
-        if response.body == ko_sentinel.encode():
-            break
+    response = answer_to_fresh_publication(bed, ko_sentinel, word="ko")
     assert (response.status, response.reason, response.body) == (503, "KO", ko_sentinel.encode()), response
     # Past the window, and dated ahead of the clock (a clock stepped back), it is
     # not answered: the Lua service renders the page again.
