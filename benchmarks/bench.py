@@ -693,8 +693,8 @@ def main():
                         help="reuse running containers as they are deployed (no playbook run)")
     parser.add_argument("--idempotence", action="store_true", help="time a second, idempotent playbook run too")
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration of each point (default 5)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of each group of points, of which the median is kept (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of each group of points, of which the median is kept (default 5)")
     parser.add_argument("--memory-requests", type=int, default=1_000_000,
                         help="live requests of the memory part (default 1000000)")
     parser.add_argument("--memory-seconds", type=int, default=150,
